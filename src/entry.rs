@@ -1,0 +1,224 @@
+//! The exported OpenSSL functions, all written in one idiom: check pointers,
+//! run the body behind `catch_unwind`, turn failure into 0 plus an entry on
+//! the OpenSSL error queue.
+//!
+//! Each setter first calls the real OpenSSL setter, which keeps libssl's own
+//! fields (and its return value, e.g. 0 for a QUIC object on 3.2+) exactly
+//! native; the shim's state then decides what the wait ctx carries. While the
+//! shim is inert the real function's result is all that happens.
+
+use std::ffi::CStr;
+use std::ptr;
+use std::sync::atomic::Ordering;
+
+use libc::{c_int, c_void};
+
+use crate::bridge;
+use crate::error::Error;
+use crate::real::{self, active};
+use crate::slots;
+use crate::state;
+use crate::stats;
+use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
+use crate::SSL_async_callback_fn;
+
+/// Runs an entry point body (a `Result<c_int, Error>` block) so that neither
+/// a panic nor an error crosses into C: both become 0 and an error entry.
+macro_rules! entry {
+    ($name:expr, $body:block) => {{
+        let name: &CStr = $name;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<c_int, Error> {
+            $body
+        })) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                e.raise(name);
+                0
+            }
+            Err(_) => {
+                Error::Internal.raise(name);
+                0
+            }
+        }
+    }};
+}
+
+/// A required pointer argument.
+fn required<T>(p: *mut T) -> Result<*mut T, Error> {
+    if p.is_null() {
+        Err(Error::NullParameter)
+    } else {
+        Ok(p)
+    }
+}
+
+/// The real OpenSSL function, which must exist for the entry point to work.
+fn real_fn<F: Copy>(f: Option<F>) -> Result<F, Error> {
+    f.ok_or(Error::Internal)
+}
+
+fn callback_word(cb: SSL_async_callback_fn) -> usize {
+    cb.map_or(0, |f| f as usize)
+}
+
+/// Sets the callback every `SSL` created from `ctx` from now on starts with.
+/// Returns 1; 0 with `ERR_R_PASSED_NULL_PARAMETER` queued if `ctx` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn SSL_CTX_set_async_callback(
+    ctx: *mut SSL_CTX,
+    callback: SSL_async_callback_fn,
+) -> c_int {
+    entry!(c"SSL_CTX_set_async_callback", {
+        let ctx = required(ctx)?;
+        // SAFETY: ctx is a non-NULL SSL_CTX from the caller; the real setter
+        // has this exact prototype.
+        let r = unsafe { real_fn(real::real().ctx_set_callback)?(ctx, callback) };
+        if r == 1 && active() {
+            let cs = state::ctx_state(ctx, true).ok_or(Error::OutOfMemory)?;
+            cs.callback
+                .store(callback_word(callback), Ordering::Release);
+        }
+        Ok(r)
+    })
+}
+
+/// Sets the argument every `SSL` created from `ctx` from now on starts with.
+/// Returns 1; 0 with `ERR_R_PASSED_NULL_PARAMETER` queued if `ctx` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn SSL_CTX_set_async_callback_arg(
+    ctx: *mut SSL_CTX,
+    arg: *mut c_void,
+) -> c_int {
+    entry!(c"SSL_CTX_set_async_callback_arg", {
+        let ctx = required(ctx)?;
+        // SAFETY: as in SSL_CTX_set_async_callback.
+        let r = unsafe { real_fn(real::real().ctx_set_arg)?(ctx, arg) };
+        if r == 1 && active() {
+            let cs = state::ctx_state(ctx, true).ok_or(Error::OutOfMemory)?;
+            cs.arg.store(arg, Ordering::Release);
+        }
+        Ok(r)
+    })
+}
+
+/// Sets (or with NULL clears) the callback of one `SSL`; it takes effect
+/// from the SSL's next job start or resume, whenever it is set.
+/// Returns 1; 0 if `s` is NULL (error queued) or not a TLS connection.
+#[no_mangle]
+pub unsafe extern "C" fn SSL_set_async_callback(
+    s: *mut SSL,
+    callback: SSL_async_callback_fn,
+) -> c_int {
+    entry!(c"SSL_set_async_callback", {
+        let s = required(s)?;
+        // SAFETY: s is a non-NULL SSL from the caller; exact prototype.
+        let r = unsafe { real_fn(real::real().set_callback)?(s, callback) };
+        if r == 1 && active() {
+            let cb = callback_word(callback);
+            match state::ssl_slot(s) {
+                Some(slot) => slot.callback.store(cb, Ordering::Release),
+                None if cb != 0 => {
+                    state::attach_slot(s, cb, ptr::null_mut()).ok_or(Error::OutOfMemory)?;
+                }
+                None => {}
+            }
+        }
+        Ok(r)
+    })
+}
+
+/// Sets the argument passed to the SSL's callback; read when it fires.
+/// Returns 1; 0 if `s` is NULL (error queued) or not a TLS connection.
+#[no_mangle]
+pub unsafe extern "C" fn SSL_set_async_callback_arg(s: *mut SSL, arg: *mut c_void) -> c_int {
+    entry!(c"SSL_set_async_callback_arg", {
+        let s = required(s)?;
+        // SAFETY: as in SSL_set_async_callback.
+        let r = unsafe { real_fn(real::real().set_arg)?(s, arg) };
+        if r == 1 && active() {
+            match state::ssl_slot(s) {
+                Some(slot) => slot.arg.store(arg, Ordering::Release),
+                None if !arg.is_null() => {
+                    state::attach_slot(s, 0, arg).ok_or(Error::OutOfMemory)?;
+                }
+                None => {}
+            }
+        }
+        Ok(r)
+    })
+}
+
+/// Writes the engine's status for the SSL's async job into `*status` and
+/// returns 1; returns 0 with `*status` untouched before the SSL's first job.
+/// NULL `s` or `status`: 0 with `ERR_R_PASSED_NULL_PARAMETER` queued.
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_async_status(s: *mut SSL, status: *mut c_int) -> c_int {
+    entry!(c"SSL_get_async_status", {
+        let s = required(s)?;
+        let status = required(status)?;
+        // SAFETY: both pointers are non-NULL and from the caller; the real
+        // getter reads the SSL's wait ctx, which libssl owns.
+        Ok(unsafe { real_fn(real::real().get_status)?(s, status) })
+    })
+}
+
+/// Interposes `SSL_new` to copy the CTX's callback and arg into the new SSL
+/// at creation, as native OpenSSL copies them into its own fields.
+///
+/// cbindgen:ignore
+#[no_mangle]
+pub unsafe extern "C" fn SSL_new(ctx: *mut SSL_CTX) -> *mut SSL {
+    let Some(f) = real::real().ssl_new else {
+        Error::Internal.raise(c"SSL_new");
+        return ptr::null_mut();
+    };
+    // SAFETY: forwarding the caller's argument to the real SSL_new.
+    let s = unsafe { f(ctx) };
+    if !s.is_null() && !ctx.is_null() && active() {
+        let _ = std::panic::catch_unwind(|| bridge::inherit(s, ctx));
+    }
+    s
+}
+
+/// Interposes libcrypto's `ASYNC_start_job`: for a job libssl starts or
+/// resumes for an SSL, wire its wait ctx first; pass everything through.
+///
+/// cbindgen:ignore
+#[no_mangle]
+pub unsafe extern "C" fn ASYNC_start_job(
+    job: *mut *mut ASYNC_JOB,
+    wctx: *mut ASYNC_WAIT_CTX,
+    ret: *mut c_int,
+    func: ASYNC_job_fn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    let Some(real_start) = real::start_job() else {
+        return sys::ASYNC_ERR;
+    };
+    let counting = stats::enabled();
+    if (slots::LIVE.load(Ordering::Relaxed) != 0 || counting)
+        && size == bridge::SSL_ASYNC_ARGS_SIZE
+        && real::in_libssl(func)
+        && !wctx.is_null()
+        && !args.is_null()
+    {
+        // SAFETY: func is libssl code and size matches, so this call comes
+        // from libssl's ssl_start_async_job and args points at its struct
+        // ssl_async_args, whose first member is the public SSL*.
+        let ssl = unsafe { *args.cast::<*mut SSL>() };
+        let slot = std::panic::catch_unwind(|| bridge::wire(ssl, wctx))
+            .ok()
+            .flatten();
+        if counting {
+            stats::job_starting(slot);
+            // SAFETY: forwarding the caller's arguments unchanged.
+            let r = unsafe { real_start(job, wctx, ret, func, args, size) };
+            // SAFETY: wctx is the SSL's wait ctx, alive across the call.
+            stats::job_returned(r, unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) });
+            return r;
+        }
+    }
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real_start(job, wctx, ret, func, args, size) }
+}

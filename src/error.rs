@@ -1,0 +1,40 @@
+//! Errors an entry point reports: 0 to the caller plus one entry on the
+//! OpenSSL error queue, the way libssl itself reports bad input.
+
+use std::ffi::CStr;
+
+use crate::sys;
+
+/// Why an entry point failed; each maps to an OpenSSL reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// A required pointer argument was NULL.
+    NullParameter,
+    /// The per-object state could not be allocated.
+    OutOfMemory,
+    /// The real OpenSSL function is missing or the shim failed internally.
+    Internal,
+}
+
+impl Error {
+    fn reason(self) -> libc::c_int {
+        match self {
+            Error::NullParameter => sys::ERR_R_PASSED_NULL_PARAMETER,
+            Error::OutOfMemory => sys::ERR_R_MALLOC_FAILURE,
+            Error::Internal => sys::ERR_R_INTERNAL_ERROR,
+        }
+    }
+
+    /// Pushes this error, attributed to `func`, onto the calling thread's
+    /// OpenSSL error queue (what `ERR_raise(ERR_LIB_SSL, reason)` expands to).
+    pub fn raise(self, func: &CStr) {
+        // SAFETY: the three calls are the documented expansion of ERR_raise;
+        // the file and function strings are NUL-terminated and 'static or
+        // outlive the calls, and a NULL format means "no extra data".
+        unsafe {
+            sys::ERR_new();
+            sys::ERR_set_debug(c"sslasync".as_ptr(), 0, func.as_ptr());
+            sys::ERR_set_error(sys::ERR_LIB_SSL, self.reason(), std::ptr::null());
+        }
+    }
+}

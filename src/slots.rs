@@ -1,0 +1,180 @@
+//! Per-SSL records in chunks that are never freed, named by (index,
+//! generation) handles, so a completion that outlives its SSL is detected.
+//!
+//! An engine keeps the wait ctx's callback argument for as long as an
+//! operation is in flight, possibly past `SSL_free`. Handing it a pointer to
+//! freed state would make the shim itself a use-after-free; a handle into
+//! memory that is never released lets the trampoline check the generation
+//! and drop a stale completion instead.
+
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::sys::SSL;
+
+const CHUNK_BITS: u32 = 12;
+const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+/// 4096 chunks of 4096 records: 16M SSLs using the API at the same time.
+const MAX_CHUNKS: usize = 4096;
+
+/// What the shim keeps for one SSL that uses the API.
+#[repr(C)]
+pub struct Slot {
+    /// Bumped when the slot is released; handles carry the value they saw.
+    pub gen: AtomicU32,
+    index: u32,
+    /// The user's callback (`SSL_async_callback_fn` as an address; 0 = none).
+    pub callback: AtomicUsize,
+    /// The callback wired at the latest job start: what an in-flight
+    /// completion falls back to if the user cleared the callback meanwhile.
+    pub wired: AtomicUsize,
+    pub arg: AtomicPtr<libc::c_void>,
+    pub ssl: AtomicPtr<SSL>,
+    /// Monotonic nanoseconds of the job start that may pause (stats only).
+    pub started_ns: AtomicU64,
+}
+
+impl Slot {
+    const fn empty() -> Slot {
+        Slot {
+            gen: AtomicU32::new(0),
+            index: 0,
+            callback: AtomicUsize::new(0),
+            wired: AtomicUsize::new(0),
+            arg: AtomicPtr::new(ptr::null_mut()),
+            ssl: AtomicPtr::new(ptr::null_mut()),
+            started_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The handle that names this slot in its current generation.
+    pub fn handle(&self) -> *mut libc::c_void {
+        let gen = self.gen.load(Ordering::Relaxed) as usize;
+        ((gen << 32) | self.index as usize) as *mut libc::c_void
+    }
+}
+
+static CHUNKS: [AtomicPtr<Slot>; MAX_CHUNKS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
+
+/// Slots currently owned by an SSL. Zero means no SSL in the process uses the
+/// API, which lets the job-start hook skip everything.
+pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+struct FreeList {
+    free: Vec<u32>,
+    next: u32,
+}
+
+static FREE: Mutex<FreeList> = Mutex::new(FreeList {
+    free: Vec::new(),
+    next: 0,
+});
+
+fn chunk(index: u32) -> *mut Slot {
+    match CHUNKS.get((index >> CHUNK_BITS) as usize) {
+        Some(c) => c.load(Ordering::Acquire),
+        None => ptr::null_mut(),
+    }
+}
+
+/// The slot with this index, if its chunk exists.
+fn slot_at(index: u32) -> Option<&'static Slot> {
+    let base = chunk(index);
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: chunks are CHUNK_LEN slots allocated once and never freed, so
+    // base + (index % CHUNK_LEN) is in bounds and lives for 'static.
+    Some(unsafe { &*base.add(index as usize & (CHUNK_LEN - 1)) })
+}
+
+/// Takes a free slot for `ssl`, with the given initial callback and arg.
+pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut libc::c_void) -> Option<&'static Slot> {
+    let index = {
+        let mut fl = FREE.lock();
+        match fl.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = fl.next;
+                if i as usize >= MAX_CHUNKS * CHUNK_LEN {
+                    return None;
+                }
+                if chunk(i).is_null() {
+                    let fresh: Box<[Slot]> = (0..CHUNK_LEN).map(|_| Slot::empty()).collect();
+                    let base = Box::into_raw(fresh) as *mut Slot;
+                    for k in 0..CHUNK_LEN {
+                        // SAFETY: base points to CHUNK_LEN slots we own and
+                        // nobody else can see yet.
+                        unsafe { (*base.add(k)).index = i + k as u32 };
+                    }
+                    CHUNKS[(i >> CHUNK_BITS) as usize].store(base, Ordering::Release);
+                }
+                fl.next = i + 1;
+                i
+            }
+        }
+    };
+    let slot = slot_at(index)?;
+    slot.ssl.store(ssl, Ordering::Relaxed);
+    slot.arg.store(arg, Ordering::Relaxed);
+    slot.wired.store(0, Ordering::Relaxed);
+    slot.started_ns.store(0, Ordering::Relaxed);
+    slot.callback.store(callback, Ordering::Release);
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    Some(slot)
+}
+
+/// Returns a slot when its SSL is freed. The generation moves first, so a
+/// completion racing with this sees either the old values or a mismatch.
+pub fn release(slot: &'static Slot) {
+    slot.gen.fetch_add(1, Ordering::AcqRel);
+    slot.callback.store(0, Ordering::Relaxed);
+    slot.wired.store(0, Ordering::Relaxed);
+    slot.arg.store(ptr::null_mut(), Ordering::Relaxed);
+    slot.ssl.store(ptr::null_mut(), Ordering::Release);
+    LIVE.fetch_sub(1, Ordering::Relaxed);
+    FREE.lock().free.push(slot.index);
+}
+
+/// What a handle named, if that slot is still in the same generation.
+pub struct Target {
+    pub ssl: *mut SSL,
+    pub callback: usize,
+    pub arg: *mut libc::c_void,
+    pub slot: &'static Slot,
+}
+
+/// Resolves a handle that may be stale (the trampoline's view): reads the
+/// slot between two generation checks, like a seqlock reader.
+pub fn resolve(handle: *mut libc::c_void) -> Option<Target> {
+    let h = handle as usize;
+    let slot = slot_at(h as u32)?;
+    let gen = (h >> 32) as u32;
+    if slot.gen.load(Ordering::Acquire) != gen {
+        return None;
+    }
+    let mut callback = slot.callback.load(Ordering::Acquire);
+    if callback == 0 {
+        callback = slot.wired.load(Ordering::Acquire);
+    }
+    let arg = slot.arg.load(Ordering::Acquire);
+    let ssl = slot.ssl.load(Ordering::Acquire);
+    if slot.gen.load(Ordering::Acquire) != gen {
+        return None;
+    }
+    Some(Target {
+        ssl,
+        callback,
+        arg,
+        slot,
+    })
+}
+
+/// Resolves a handle the shim itself put on a live SSL's wait ctx: valid
+/// because that SSL (and so its slot generation) is alive during the call.
+pub fn own(handle: *mut libc::c_void) -> Option<&'static Slot> {
+    slot_at(handle as usize as u32)
+}
