@@ -158,6 +158,7 @@ struct options {
     int compare;                 /* run both modes */
     enum run_mode mode;          /* when not comparing */
     int verbose;
+    int require_shim;            /* fail unless libsslasync provides the API */
 };
 
 static const char *style_name(simaccel_style s)
@@ -1443,7 +1444,9 @@ static void usage(FILE *f)
 "  --key ec|rsa           server key type (default ec)\n"
 "  --tls 1.2|1.3          protocol version (default 1.3)\n"
 "  --threads 1            server event-loop threads (only 1 is supported)\n"
-"  --verbose              print status and accelerator counters too\n");
+"  --verbose              print status and accelerator counters too\n"
+"  --require-shim         exit with an error unless the sslasync shim (not the\n"
+"                         system libssl) provides the async callback API\n");
 }
 
 static long parse_num(const char *opt, const char *s, long lo, long hi)
@@ -1465,7 +1468,7 @@ static void parse_args(int argc, char **argv, struct options *opt)
 {
     enum { O_COMPARE = 256, O_MODE, O_STYLE, O_LATENCY, O_EAGAIN, O_CLIENTS,
            O_HANDSHAKES, O_DURATION, O_KEY, O_TLS, O_THREADS, O_VERBOSE,
-           O_HELP };
+           O_REQUIRE_SHIM, O_HELP };
     static const struct option longopts[] = {
         { "compare", no_argument, NULL, O_COMPARE },
         { "mode", required_argument, NULL, O_MODE },
@@ -1479,6 +1482,7 @@ static void parse_args(int argc, char **argv, struct options *opt)
         { "tls", required_argument, NULL, O_TLS },
         { "threads", required_argument, NULL, O_THREADS },
         { "verbose", no_argument, NULL, O_VERBOSE },
+        { "require-shim", no_argument, NULL, O_REQUIRE_SHIM },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -1567,6 +1571,9 @@ static void parse_args(int argc, char **argv, struct options *opt)
         case O_VERBOSE:
             opt->verbose = 1;
             break;
+        case O_REQUIRE_SHIM:
+            opt->require_shim = 1;
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -1600,9 +1607,30 @@ int main(int argc, char **argv)
     struct run_result results[2];
     EVP_PKEY *key;
     X509 *cert;
+    const char *provider, *expect;
     int nruns = 0, i, rc = 0;
 
     parse_args(argc, argv, &opt);
+
+    /* The test harness says which implementation it meant to put in front
+     * (SSLASYNC_EXPECT=shim|native); a preload or link order that silently
+     * did not take effect must fail rather than measure the wrong thing. */
+    provider = api_provider();
+    expect = getenv("SSLASYNC_EXPECT");
+    if (expect && strcmp(expect, "shim") == 0)
+        opt.require_shim = 1;
+    if (opt.require_shim && strstr(provider, "libsslasync") == NULL) {
+        fprintf(stderr, "async_server: the async callback API comes from %s, "
+                "not from libsslasync (link it before -lssl with "
+                "--no-as-needed, or LD_PRELOAD it)\n", provider);
+        return 2;
+    }
+    if (expect && strcmp(expect, "native") == 0
+        && strstr(provider, "libsslasync") != NULL) {
+        fprintf(stderr, "async_server: expected the native libssl API but "
+                "%s is in front\n", provider);
+        return 2;
+    }
 
     /* A client that vanishes mid-write must not kill the server. */
     signal(SIGPIPE, SIG_IGN);
@@ -1631,7 +1659,7 @@ int main(int argc, char **argv)
            style_name(opt.style), opt.latency_us);
     if (opt.style == SIMACCEL_STYLE_EAGAIN)
         printf(", EAGAIN every %u", opt.eagain_every);
-    printf("\nasync callback API provided by %s\n\n", api_provider());
+    printf("\nasync callback API provided by %s\n\n", provider);
     fflush(stdout);
 
     if (opt.compare) {
