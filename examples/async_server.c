@@ -1489,6 +1489,7 @@ static void parse_args(int argc, char **argv, struct options *opt)
     int ch, have_mode = 0, want_compare = 0;
     char *end;
 
+    memset(opt, 0, sizeof(*opt));
     opt->style = SIMACCEL_STYLE_CALLBACK;
     opt->latency_us = 200;
     opt->eagain_every = 4;
