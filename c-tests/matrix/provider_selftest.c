@@ -486,6 +486,20 @@ int main(int argc, char **argv)
         EVP_PKEY_free(key);
     }
     simaccel_uninstall();
+
+    /* Tests install and uninstall per phase: a second install must work. */
+    CHECK(simaccel_install(&cfg), "re-install");
+    {
+        EVP_PKEY *key = simaccel_make_key("ec");
+        X509 *cert = key == NULL ? NULL : simaccel_make_cert(key);
+
+        CHECK(cert != NULL, "key and certificate after re-install");
+        if (cert != NULL)
+            run_case("ec", key, cert, &protos[0], &styles[0]);
+        X509_free(cert);
+        EVP_PKEY_free(key);
+    }
+    simaccel_uninstall();
     printf("provider_selftest: %s: %d checks, %d failed\n",
            OpenSSL_version(OPENSSL_VERSION), checks, failures);
     return failures == 0 ? 0 : 1;
