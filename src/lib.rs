@@ -29,6 +29,9 @@ mod state;
 mod stats;
 mod sys;
 
+#[cfg(test)]
+mod header_check;
+
 #[allow(non_camel_case_types)]
 /// The callback type of the API, exactly as `<openssl/ssl.h>` spells it:
 /// `typedef int (*SSL_async_callback_fn)(SSL *s, void *arg);`

@@ -12,8 +12,8 @@ use libc::{c_int, size_t};
 
 use crate::slots::Slot;
 
-/// Number of latency buckets: bucket `i` counts latencies below `2^i` µs
-/// (bucket 0: under 1 µs); the last one also takes everything longer.
+/// Number of latency buckets: bucket `i` counts latencies below `2^i` microseconds
+/// (bucket 0: under 1 microsecond); the last one also takes everything longer.
 pub const SSLASYNC_LATENCY_BUCKETS: usize = 24;
 
 /// The counters, as `sslasync_stats_get` copies them out.
