@@ -696,6 +696,13 @@ static void conn_drive(struct conn *c)
         default:
             break;
         }
+        if (c->state == S_SHUTDOWN && !c->doomed) {
+            /* Request and response went through; a peer that does not wait
+             * for our close_notify is not a failed connection. */
+            ERR_clear_error();
+            conn_close(c);
+            return;
+        }
         conn_fail(c, c->doomed ? "aborted" : "TLS error");
         return;
     }
@@ -1108,14 +1115,20 @@ static void dump_stuck(struct server *srv)
     struct conn *c;
     int shown = 0;
 
-    fprintf(stderr, "async_server: no progress for %.0f s with %zu "
-            "connection(s) open - a wake-up was lost:\n", STALL_SECONDS,
+    fprintf(stderr, "async_server: no progress for %.0f s with %zu server "
+            "connection(s) open - a wake-up was lost?\n", STALL_SECONDS,
             srv->live);
-    for (c = srv->conns; c && shown < 10; c = c->next, shown++)
+    for (c = srv->conns; c && shown < 10; c = c->next, shown++) {
+        int queued;
+
+        pthread_mutex_lock(&srv->q_lock);
+        queued = c->queued;
+        pthread_mutex_unlock(&srv->q_lock);
         fprintf(stderr, "  conn %p: state %s, paused %d, async status %d, "
                 "job %s, queued %d\n", (void *)c, srv_state_name(c->state),
                 c->paused, c->last_status,
-                SSL_waiting_for_async(c->ssl) ? "paused" : "none", c->queued);
+                SSL_waiting_for_async(c->ssl) ? "paused" : "none", queued);
+    }
 }
 
 static void check(struct run_result *r, int ok, const char *fmt, ...)
@@ -1305,7 +1318,9 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
         }
         server_free_graves(srv);
 
-        if (srv->live > 0 && now_s() - srv->last_progress > STALL_SECONDS) {
+        /* Handshakes complete many times a second; a long silence means a
+         * paused connection that nobody will ever resume. */
+        if (now_s() - srv->last_progress > STALL_SECONDS) {
             dump_stuck(srv);
             stalled = 1;
             break;
