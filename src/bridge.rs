@@ -31,7 +31,11 @@ pub unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
         return 0;
     };
     if target.callback == 0 {
+        // Cleared while the operation was in flight: the user asked never
+        // to be called again, so the completion is dropped (the application
+        // re-drives the SSL itself, as it must for EAGAIN).
         stats::callback_dropped();
+        debug!("dropped a completion whose callback was cleared in flight");
         return 0;
     }
     stats::callback_delivered(target.slot);
@@ -68,11 +72,7 @@ pub fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<&'static Slot> {
     if has && cur.map(|f| f as usize) == Some(trampoline as *const () as usize) {
         // Already ours: the common case of every job after the first.
         if let Some(slot) = slots::own(cur_arg) {
-            let cb = slot.callback.load(Ordering::Acquire);
-            if cb != 0 {
-                if slot.wired.load(Ordering::Relaxed) != cb {
-                    slot.wired.store(cb, Ordering::Release);
-                }
+            if slot.callback.load(Ordering::Relaxed) != 0 {
                 return Some(slot);
             }
         }
@@ -83,7 +83,6 @@ pub fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<&'static Slot> {
     let slot = state::ssl_slot(ssl)?;
     let cb = slot.callback.load(Ordering::Acquire);
     if cb != 0 {
-        slot.wired.store(cb, Ordering::Release);
         set_wait_callback(wctx, Some(slot));
         if !has {
             // Native OpenSSL would not have wired this callback: set after

@@ -27,9 +27,6 @@ pub struct Slot {
     index: u32,
     /// The user's callback (`SSL_async_callback_fn` as an address; 0 = none).
     pub callback: AtomicUsize,
-    /// The callback wired at the latest job start: what an in-flight
-    /// completion falls back to if the user cleared the callback meanwhile.
-    pub wired: AtomicUsize,
     pub arg: AtomicPtr<libc::c_void>,
     pub ssl: AtomicPtr<SSL>,
     /// Monotonic nanoseconds of the job start that may pause (stats only).
@@ -42,7 +39,6 @@ impl Slot {
             gen: AtomicU32::new(0),
             index: 0,
             callback: AtomicUsize::new(0),
-            wired: AtomicUsize::new(0),
             arg: AtomicPtr::new(ptr::null_mut()),
             ssl: AtomicPtr::new(ptr::null_mut()),
             started_ns: AtomicU64::new(0),
@@ -120,7 +116,6 @@ pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut libc::c_void) -> Option
     let slot = slot_at(index)?;
     slot.ssl.store(ssl, Ordering::Relaxed);
     slot.arg.store(arg, Ordering::Relaxed);
-    slot.wired.store(0, Ordering::Relaxed);
     slot.started_ns.store(0, Ordering::Relaxed);
     slot.callback.store(callback, Ordering::Release);
     LIVE.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +127,6 @@ pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut libc::c_void) -> Option
 pub fn release(slot: &'static Slot) {
     slot.gen.fetch_add(1, Ordering::AcqRel);
     slot.callback.store(0, Ordering::Relaxed);
-    slot.wired.store(0, Ordering::Relaxed);
     slot.arg.store(ptr::null_mut(), Ordering::Relaxed);
     slot.ssl.store(ptr::null_mut(), Ordering::Release);
     LIVE.fetch_sub(1, Ordering::Relaxed);
@@ -156,10 +150,7 @@ pub fn resolve(handle: *mut libc::c_void) -> Option<Target> {
     if slot.gen.load(Ordering::Acquire) != gen {
         return None;
     }
-    let mut callback = slot.callback.load(Ordering::Acquire);
-    if callback == 0 {
-        callback = slot.wired.load(Ordering::Acquire);
-    }
+    let callback = slot.callback.load(Ordering::Acquire);
     let arg = slot.arg.load(Ordering::Acquire);
     let ssl = slot.ssl.load(Ordering::Acquire);
     if slot.gen.load(Ordering::Acquire) != gen {
