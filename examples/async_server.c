@@ -1041,6 +1041,8 @@ struct run_result {
     double hs_latency_ms;
     double elapsed;
     simaccel_counters acc;       /* accelerator counters during the run */
+    int have_shim_stats;         /* SSLASYNC_STATS=1 and the shim in front */
+    struct sslasync_stats shim;  /* the shim's own counters during the run */
     int consistent;
     char problems[1024];
 };
@@ -1095,6 +1097,68 @@ static SSL_CTX *make_client_ctx(const struct options *opt)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     return ctx;
+}
+
+/*
+ * The shim's optional counters (sslasync_stats_get(), active when the
+ * process runs with SSLASYNC_STATS=1).  Looked up at run time so that the
+ * same source also runs on a plain libssl, where the function is absent.
+ */
+typedef int (*stats_get_fn)(struct sslasync_stats *out, size_t size);
+
+static int shim_stats(struct sslasync_stats *out)
+{
+    static stats_get_fn fn;
+    static int looked_up;
+
+    if (!looked_up) {
+        void *sym = dlsym(RTLD_DEFAULT, "sslasync_stats_get");
+
+        memcpy(&fn, &sym, sizeof(fn));
+        looked_up = 1;
+    }
+    memset(out, 0, sizeof(*out));
+    return fn != NULL && fn(out, sizeof(*out)) == 1;
+}
+
+static void sub_shim_stats(struct sslasync_stats *d,
+                           const struct sslasync_stats *a,
+                           const struct sslasync_stats *b)
+{
+    int i;
+
+    d->enabled = b->enabled;
+    d->callbacks_delivered = b->callbacks_delivered - a->callbacks_delivered;
+    d->callbacks_dropped = b->callbacks_dropped - a->callbacks_dropped;
+    d->pauses = b->pauses - a->pauses;
+    d->status_ok = b->status_ok - a->status_ok;
+    d->status_eagain = b->status_eagain - a->status_eagain;
+    d->status_err = b->status_err - a->status_err;
+    d->late_registrations = b->late_registrations - a->late_registrations;
+    for (i = 0; i < SSLASYNC_LATENCY_BUCKETS; i++)
+        d->latency_us_log2[i] = b->latency_us_log2[i] - a->latency_us_log2[i];
+}
+
+/* Upper bound (us) of the histogram bucket holding the given percentile of
+ * the shim's pause-to-callback latencies; 0 if there are none. */
+static unsigned long long shim_latency_pct(const struct sslasync_stats *s,
+                                           double pct)
+{
+    unsigned long long total = 0, seen = 0;
+    int i;
+
+    for (i = 0; i < SSLASYNC_LATENCY_BUCKETS; i++)
+        total += s->latency_us_log2[i];
+    if (total == 0)
+        return 0;
+    for (i = 0; i < SSLASYNC_LATENCY_BUCKETS; i++) {
+        seen += s->latency_us_log2[i];
+        if ((double)seen >= pct / 100.0 * (double)total)
+            break;
+    }
+    if (i >= SSLASYNC_LATENCY_BUCKETS)
+        i = SSLASYNC_LATENCY_BUCKETS - 1;
+    return 1ULL << i;
 }
 
 static void sub_counters(simaccel_counters *d, const simaccel_counters *a,
@@ -1192,6 +1256,21 @@ static void check_run(const struct options *opt, struct run_result *r)
              >= r->st.want_async,
           "%lu pauses but only %lu wake-ups", r->st.want_async,
           r->callbacks + r->st.fd_wakeups + r->st.eagain_redrives);
+    if (r->have_shim_stats) {
+        /* The shim counts on its side of the same events. */
+        check(r, r->shim.callbacks_delivered == r->callbacks,
+              "shim delivered %llu callbacks, application received %lu",
+              (unsigned long long)r->shim.callbacks_delivered, r->callbacks);
+        check(r, r->shim.callbacks_dropped == 0,
+              "shim dropped %llu completions",
+              (unsigned long long)r->shim.callbacks_dropped);
+        check(r, r->shim.pauses == r->st.want_async,
+              "shim saw %llu pauses, application %lu",
+              (unsigned long long)r->shim.pauses, r->st.want_async);
+        check(r, r->shim.status_eagain == r->st.status_eagain,
+              "shim saw %llu EAGAIN statuses, application %lu",
+              (unsigned long long)r->shim.status_eagain, r->st.status_eagain);
+    }
     check(r, atomic_load(&g_bad_callbacks) == 0,
           "%lu callbacks with a wrong SSL/arg",
           (unsigned long)atomic_load(&g_bad_callbacks));
@@ -1204,6 +1283,7 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
     struct loadgen *lg = calloc(1, sizeof(*lg));
     struct epoll_event ev, evs[MAX_EVENTS];
     simaccel_counters before, after;
+    struct sslasync_stats shim_before, shim_after;
     socklen_t alen;
     pthread_t tid;
     double t0;
@@ -1263,6 +1343,7 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
     }
 
     simaccel_get_counters(&before);
+    r->have_shim_stats = shim_stats(&shim_before);
     t0 = now_s();
     lg->stop_at = opt->duration_s > 0 ? t0 + opt->duration_s
                                       : t0 + MAX_DURATION_S;
@@ -1337,6 +1418,10 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
     r->elapsed = now_s() - t0;
     simaccel_get_counters(&after);
     sub_counters(&r->acc, &before, &after);
+    if (r->have_shim_stats && shim_stats(&shim_after))
+        sub_shim_stats(&r->shim, &shim_before, &shim_after);
+    else
+        r->have_shim_stats = 0;
 
     r->st = srv->st;
     r->callbacks = atomic_load(&srv->cb.callbacks);
@@ -1411,6 +1496,18 @@ static void print_results(const struct options *opt,
             (unsigned long long)r[i].acc.offloaded_ops);
         ROW("accel ops outside a job", "%16llu",
             (unsigned long long)r[i].acc.not_in_job);
+    }
+    if (r[0].have_shim_stats) {
+        ROW("shim: callbacks delivered", "%16llu",
+            (unsigned long long)r[i].shim.callbacks_delivered);
+        ROW("shim: completions dropped", "%16llu",
+            (unsigned long long)r[i].shim.callbacks_dropped);
+        ROW("shim: pauses seen", "%16llu",
+            (unsigned long long)r[i].shim.pauses);
+        ROW("shim: pause->callback p50 <us", "%16llu",
+            shim_latency_pct(&r[i].shim, 50));
+        ROW("shim: pause->callback p99 <us", "%16llu",
+            shim_latency_pct(&r[i].shim, 99));
     }
     ROW("mean handshake latency (ms)", "%16.2f", r[i].hs_latency_ms);
     ROW("elapsed (s)", "%16.2f", r[i].elapsed);
