@@ -2,6 +2,7 @@
 #
 #   make            build target/release/libsslasync.so (soname libsslasync.so.0)
 #   make demo       the example async TLS server, callback mode vs fd mode
+#   make bench      shim vs native OpenSSL benchmarks (BENCH_QUICK=1: under a minute)
 #   make test       every test: Rust checks, C suite (preload/linked/native), ASan+UBSan
 #   make header     regenerate include/sslasync.h
 #   make install    PREFIX=/usr/local LIBDIR=$(PREFIX)/lib DESTDIR=
@@ -62,7 +63,7 @@ Cflags: -I$${includedir}
 endef
 export WRAPPER PCFILE
 
-.PHONY: all deps lib header test test-rust test-c test-asan demo install uninstall clean
+.PHONY: all deps lib header test test-rust test-c test-asan demo bench install uninstall clean
 
 all: lib
 
@@ -100,6 +101,13 @@ demo: lib
 	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS) --target async_server
 	SSLASYNC_STATS=1 $(CTEST_DIR)/examples/async_server --compare
+
+bench: lib
+	@sh .ci/deps bench
+	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) >/dev/null
+	cmake --build $(CTEST_DIR) -j$(JOBS)
+	SSLASYNC_SHIM=$(CURDIR)/$(SO) SSLASYNC_BUILD_DIR=$(CURDIR)/$(CTEST_DIR) BENCH_OUT=$(CURDIR)/target/bench \
+		sh benches/run.sh
 
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
