@@ -32,6 +32,7 @@ int main(void)
     SSL_CTX *sctx;
     tlsd_conn c;
     simaccel_counters d;
+    unsigned notes;
 
     tlsd_begin("clear_null", TLSD_SHIM_ONLY);
     sctx = tlsd_server_ctx("ec", 0);
@@ -55,12 +56,13 @@ int main(void)
     TLSD_CHECK(tlsd_run_until_paused(&c) == 1, "no pause");
     TLSD_CHECK(simaccel_wait_in_flight(1, tlsd_timeout_ms()), "not submitted");
     tlsd_counters_mark();
+    notes = atomic_load(&c.notes);
     SSL_set_async_callback(c.server, NULL);
     simaccel_hold(0);
     TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "device did not complete");
     d = tlsd_counters_delta();
     TLSD_CHECK(d.callbacks == 1, "the device did not call the wait ctx callback");
-    TLSD_CHECK(atomic_load(&c.notes) == 0, "a cleared callback was called");
+    TLSD_CHECK(atomic_load(&c.notes) == notes, "a cleared callback was called");
     /* Nothing will announce this completion: re-drive on our own. */
     c.paused = 0;
     tlsd_handshake(&c);
