@@ -16,9 +16,11 @@ usage() { echo "usage: $0 {3.5.5|4.0.3|1.1.1w}" >&2; exit 2; }
 VERSION=$1
 
 case "$VERSION" in
-    3.5.5)  CRATE=300.5.5+3.5.5;  STRIPPED=1 ;;
-    4.0.3)  CRATE=400.0.2+4.0.3;  STRIPPED=1 ;;
-    1.1.1w) CRATE=111.28.2+1.1.1w; STRIPPED=0 ;;
+    3.5.5)  CRATE=300.5.5+3.5.5;  STRIPPED=1; TARGET=build_sw ;;
+    4.0.3)  CRATE=400.0.2+4.0.3;  STRIPPED=1; TARGET=build_sw ;;
+    # 1.1.1 has no build_sw target; its default one builds libraries,
+    # programs and the (few) test programs.
+    1.1.1w) CRATE=111.28.2+1.1.1w; STRIPPED=0; TARGET=all ;;
     *) usage ;;
 esac
 # The 3.5/4.0 crates leave out util/mkdef.pl and util/providers.num, which the
@@ -120,8 +122,8 @@ start=$(date +%s)
 (cd "$BUILD" && "${CONFIG[@]}") >"$WORK/config.log" 2>&1 ||
     { tail -n 40 "$WORK/config.log" >&2; exit 1; }
 
-log "make -j$JOBS build_sw"
-(cd "$BUILD" && make -j"$JOBS" build_sw) >"$WORK/make.log" 2>&1 ||
+log "make -j$JOBS $TARGET"
+(cd "$BUILD" && make -j"$JOBS" "$TARGET") >"$WORK/make.log" 2>&1 ||
     { tail -n 60 "$WORK/make.log" >&2; exit 1; }
 
 # Installed into a staging root first and moved into place at the end so that an
