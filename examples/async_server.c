@@ -89,7 +89,11 @@
  *   if the counts do not add up against the accelerator's own counters - for
  *   instance, in callback mode every pause the device completed must have
  *   produced exactly one callback here (a lost callback would otherwise show
- *   up only as a hung connection, which the watchdog also reports).
+ *   up only as a hung connection, which the watchdog reports after 10 s of
+ *   no progress).  With SSLASYNC_STATS=1 and the shim in front, the shim's
+ *   own counters (sslasync_stats_get()) are printed and cross-checked too.
+ *   SSLASYNC_EXPECT=shim|native (set by the test harness) makes the program
+ *   fail unless that implementation of the API is really the one in front.
  *
  * BUILDING
  *
@@ -100,7 +104,12 @@
  *   "async_server" is built) or by preloading it into a binary that only
  *   knows the system libssl:
  *       LD_PRELOAD=target/release/libsslasync.so ./async_server_plain
- *   The program prints which library actually provides the API.
+ *   The program prints which library actually provides the API.  Both
+ *   are built by c-tests/CMakeLists.txt (which adds examples/); `make demo`
+ *   at the top level builds async_server and runs it with --compare.
+ *   --help lists the knobs: accelerator style (callback, inline = dasync
+ *   style, fd-only, eagain) and latency, client count, per-client handshake
+ *   count or duration, EC or RSA key, TLS 1.2 or 1.3, one mode or both.
  */
 #define _GNU_SOURCE
 
@@ -588,8 +597,10 @@ static void conn_paused(struct conn *c)
     case ASYNC_STATUS_ERR:
         srv->st.status_err++;
         conn_fail(c, "accelerator reported ASYNC_STATUS_ERR");
-        /* Resume once so the job sees the failure and unwinds. */
-        ready_push(srv, c);
+        /* Resume once so the job sees the failure and unwinds; the
+         * connection is freed when it has. */
+        if (c->state != S_CLOSED)
+            ready_push(srv, c);
         return;
     case ASYNC_STATUS_UNSUPPORTED:
     default:
