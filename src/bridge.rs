@@ -112,3 +112,50 @@ pub fn inherit(ssl: *mut SSL, ctx: *mut sys::SSL_CTX) {
         debug!("no slot for a new SSL: it keeps OpenSSL's own wiring");
     }
 }
+
+/// Whether job starts need looking at: some SSL uses the API, or stats are on.
+#[inline(always)]
+pub fn hooked() -> bool {
+    slots::LIVE.load(Ordering::Relaxed) != 0 || stats::enabled()
+}
+
+/// `ASYNC_start_job` when [`hooked`]: wire libssl's jobs, then forward.
+///
+/// # Safety
+/// The arguments are `ASYNC_start_job`'s, from its caller, unchanged.
+#[inline(never)]
+pub unsafe fn start_job_hooked(
+    job: *mut *mut sys::ASYNC_JOB,
+    wctx: *mut ASYNC_WAIT_CTX,
+    ret: *mut c_int,
+    func: sys::ASYNC_job_fn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    let Some(real_start) = crate::real::start_job() else {
+        return sys::ASYNC_ERR;
+    };
+    if size != SSL_ASYNC_ARGS_SIZE
+        || !crate::real::in_libssl(func)
+        || wctx.is_null()
+        || args.is_null()
+    {
+        // SAFETY: not a libssl job: forwarded untouched.
+        return unsafe { real_start(job, wctx, ret, func, args, size) };
+    }
+    // SAFETY: func is libssl code and size matches, so this call comes from
+    // libssl's ssl_start_async_job and args points at its struct
+    // ssl_async_args, whose first member is the public SSL*.
+    let ssl = unsafe { *args.cast::<*mut SSL>() };
+    let slot = wire(ssl, wctx);
+    if !stats::enabled() {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        return unsafe { real_start(job, wctx, ret, func, args, size) };
+    }
+    stats::job_starting(slot);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let r = unsafe { real_start(job, wctx, ret, func, args, size) };
+    // SAFETY: wctx is the SSL's wait ctx, alive across the call.
+    stats::job_returned(r, unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) });
+    r
+}

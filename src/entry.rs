@@ -16,10 +16,8 @@ use libc::{c_int, c_void};
 use crate::bridge;
 use crate::error::Error;
 use crate::real::{self, active};
-use crate::slots;
 use crate::state;
-use crate::stats;
-use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
+use crate::sys::{ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
 use crate::SSL_async_callback_fn;
 
 /// Runs an entry point body (a `Result<c_int, Error>` block) so that neither
@@ -182,6 +180,7 @@ pub unsafe extern "C" fn SSL_new(ctx: *mut SSL_CTX) -> *mut SSL {
 
 /// Interposes libcrypto's `ASYNC_start_job`: for a job libssl starts or
 /// resumes for an SSL, wire its wait ctx first; pass everything through.
+/// While no SSL uses the API (and stats are off) this is a tail call.
 ///
 /// cbindgen:ignore
 #[no_mangle]
@@ -193,32 +192,12 @@ pub unsafe extern "C" fn ASYNC_start_job(
     args: *mut c_void,
     size: usize,
 ) -> c_int {
-    let Some(real_start) = real::start_job() else {
-        return sys::ASYNC_ERR;
-    };
-    let counting = stats::enabled();
-    if (slots::LIVE.load(Ordering::Relaxed) != 0 || counting)
-        && size == bridge::SSL_ASYNC_ARGS_SIZE
-        && real::in_libssl(func)
-        && !wctx.is_null()
-        && !args.is_null()
-    {
-        // SAFETY: func is libssl code and size matches, so this call comes
-        // from libssl's ssl_start_async_job and args points at its struct
-        // ssl_async_args, whose first member is the public SSL*.
-        let ssl = unsafe { *args.cast::<*mut SSL>() };
-        let slot = std::panic::catch_unwind(|| bridge::wire(ssl, wctx))
-            .ok()
-            .flatten();
-        if counting {
-            stats::job_starting(slot);
+    if !bridge::hooked() {
+        if let Some(real_start) = real::start_job_resolved() {
             // SAFETY: forwarding the caller's arguments unchanged.
-            let r = unsafe { real_start(job, wctx, ret, func, args, size) };
-            // SAFETY: wctx is the SSL's wait ctx, alive across the call.
-            stats::job_returned(r, unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) });
-            return r;
+            return unsafe { real_start(job, wctx, ret, func, args, size) };
         }
     }
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real_start(job, wctx, ret, func, args, size) }
+    // SAFETY: the caller's arguments, forwarded unchanged.
+    unsafe { bridge::start_job_hooked(job, wctx, ret, func, args, size) }
 }

@@ -19,7 +19,9 @@ pub fn debug_enabled() -> bool {
 macro_rules! debug {
     ($($arg:tt)*) => {
         if $crate::log::debug_enabled() {
-            eprintln!("sslasync: {}", format_args!($($arg)*));
+            // Never panics (unlike eprintln!) if stderr is closed.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "sslasync: {}", format_args!($($arg)*));
         }
     };
 }

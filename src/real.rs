@@ -139,6 +139,15 @@ pub fn start_job() -> Option<StartJobFn> {
     Some(unsafe { mem::transmute::<usize, StartJobFn>(p) })
 }
 
+/// The real `ASYNC_start_job` once resolved: a single load for the hot path.
+#[inline(always)]
+pub fn start_job_resolved() -> Option<StartJobFn> {
+    let p = START_JOB.load(Ordering::Relaxed);
+    // SAFETY: START_JOB is 0 or a resolved ASYNC_start_job address, and
+    // Option<fn> has the null-pointer niche, so 0 maps to None.
+    unsafe { mem::transmute::<usize, Option<StartJobFn>>(p) }
+}
+
 /// Whether `func` is code inside libssl.
 #[inline]
 pub fn in_libssl(func: ASYNC_job_fn) -> bool {
