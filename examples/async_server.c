@@ -1802,5 +1802,8 @@ int main(int argc, char **argv)
     EVP_PKEY_free(key);
     simaccel_uninstall();
     printf("\nresult: %s\n", rc == 0 ? "OK" : "FAILED");
+    /* Before any exit-time output of the libraries (the shim prints its
+     * totals on stderr at exit when SSLASYNC_STATS=1). */
+    fflush(stdout);
     return rc;
 }
