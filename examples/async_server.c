@@ -129,6 +129,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1531,6 +1532,22 @@ static void print_results(const struct options *opt,
             printf("  %s mode: %s\n", mode_name(r[i].mode), r[i].problems);
 }
 
+/* Each client costs up to four descriptors: its socket, the server's
+ * socket, and in fd mode the engine's wait fd plus the device's copy. */
+static void raise_fd_limit(int clients)
+{
+    rlim_t need = (rlim_t)clients * 4 + 64;
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need
+                  ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need)
+        die("--clients %d needs %lu file descriptors, the limit is %lu",
+            clients, (unsigned long)need, (unsigned long)rl.rlim_cur);
+}
+
 /* Which shared object really provides the async callback API in this
  * process: the sslasync shim (linked ahead of libssl or preloaded) or the
  * system libssl. */
@@ -1758,6 +1775,7 @@ int main(int argc, char **argv)
 
     /* A client that vanishes mid-write must not kill the server. */
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(opt.clients);
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.style = opt.style;
