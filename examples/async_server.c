@@ -855,7 +855,7 @@ struct loadgen {
     atomic_int finished;
     /* Results (read by the main thread after join). */
     unsigned long ok, failed;
-    double hs_latency_sum;
+    double hs_latency_sum, hs_latency_max;
 };
 
 static void client_interest(struct client *c, uint32_t events)
@@ -925,7 +925,11 @@ static void client_drive(struct client *c)
         case C_HANDSHAKE:
             ret = SSL_do_handshake(c->ssl);
             if (ret == 1) {
-                c->lg->hs_latency_sum += now_s() - c->t_start;
+                double lat = now_s() - c->t_start;
+
+                c->lg->hs_latency_sum += lat;
+                if (lat > c->lg->hs_latency_max)
+                    c->lg->hs_latency_max = lat;
                 c->state = C_WRITE;
                 continue;
             }
@@ -1050,7 +1054,7 @@ struct run_result {
     struct server_stats st;
     unsigned long callbacks, callbacks_reentrant, eventfd_writes;
     unsigned long client_ok, client_failed;
-    double hs_latency_ms;
+    double hs_latency_ms, hs_latency_max_ms;
     double elapsed;
     simaccel_counters acc;       /* accelerator counters during the run */
     int have_shim_stats;         /* SSLASYNC_STATS=1 and the shim in front */
@@ -1442,6 +1446,7 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
     r->client_ok = lg->ok;
     r->client_failed = lg->failed;
     r->hs_latency_ms = lg->ok ? lg->hs_latency_sum * 1e3 / (double)lg->ok : 0;
+    r->hs_latency_max_ms = lg->hs_latency_max * 1e3;
     check_run(opt, r);
 
     close(srv->listen_fd);
@@ -1522,6 +1527,7 @@ static void print_results(const struct options *opt,
             shim_latency_pct(&r[i].shim, 99));
     }
     ROW("mean handshake latency (ms)", "%16.2f", r[i].hs_latency_ms);
+    ROW("max handshake latency (ms)", "%16.2f", r[i].hs_latency_max_ms);
     ROW("elapsed (s)", "%16.2f", r[i].elapsed);
     ROW("handshakes per second", "%16.1f",
         r[i].elapsed > 0 ? (double)r[i].st.handshakes / r[i].elapsed : 0.0);
