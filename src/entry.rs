@@ -178,6 +178,34 @@ pub unsafe extern "C" fn SSL_new(ctx: *mut SSL_CTX) -> *mut SSL {
     s
 }
 
+/// Interposes `SSL_dup`: upstream OpenSSL builds link libssl with
+/// `-Bsymbolic`, so its `SSL_dup` reaches `SSL_new` without passing the
+/// interposer above. A real copy that came out without the shim's state gets
+/// the CTX's values here, which is what native `SSL_dup` gives it.
+///
+/// cbindgen:ignore
+#[no_mangle]
+pub unsafe extern "C" fn SSL_dup(s: *mut SSL) -> *mut SSL {
+    let Some(f) = real::real().ssl_dup else {
+        Error::Internal.raise(c"SSL_dup");
+        return ptr::null_mut();
+    };
+    // SAFETY: forwarding the caller's argument to the real SSL_dup.
+    let copy = unsafe { f(s) };
+    if !copy.is_null() && copy != s && active() {
+        let _ = std::panic::catch_unwind(|| {
+            if state::ssl_slot(copy).is_none() {
+                // SAFETY: copy is the live SSL the real SSL_dup just made.
+                let ctx = unsafe { openssl_sys::SSL_get_SSL_CTX(copy) };
+                if !ctx.is_null() {
+                    bridge::inherit(copy, ctx);
+                }
+            }
+        });
+    }
+    copy
+}
+
 /// Interposes libcrypto's `ASYNC_start_job`: for a job libssl starts or
 /// resumes for an SSL, wire its wait ctx first; pass everything through.
 /// While no SSL uses the API (and stats are off) this is a tail call.

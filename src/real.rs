@@ -26,6 +26,7 @@ pub type StartJobFn = unsafe extern "C" fn(
     usize,
 ) -> c_int;
 pub type SslNewFn = unsafe extern "C" fn(*mut SSL_CTX) -> *mut SSL;
+pub type SslDupFn = unsafe extern "C" fn(*mut SSL) -> *mut SSL;
 pub type CtxSetCbFn = unsafe extern "C" fn(*mut SSL_CTX, SSL_async_callback_fn) -> c_int;
 pub type CtxSetArgFn = unsafe extern "C" fn(*mut SSL_CTX, *mut c_void) -> c_int;
 pub type SslSetCbFn = unsafe extern "C" fn(*mut SSL, SSL_async_callback_fn) -> c_int;
@@ -35,6 +36,7 @@ pub type GetStatusFn = unsafe extern "C" fn(*mut SSL, *mut c_int) -> c_int;
 /// The next definition of each symbol after the shim (the real OpenSSL).
 pub struct Real {
     pub ssl_new: Option<SslNewFn>,
+    pub ssl_dup: Option<SslDupFn>,
     pub start_job: Option<StartJobFn>,
     pub ctx_set_callback: Option<CtxSetCbFn>,
     pub ctx_set_arg: Option<CtxSetArgFn>,
@@ -112,6 +114,7 @@ fn resolve_all() -> Real {
     let libcrypto = handle_of(sys::CRYPTO_get_ex_data as *const () as usize);
     let real = Real {
         ssl_new: resolve!(c"SSL_new", SslNewFn, libssl),
+        ssl_dup: resolve!(c"SSL_dup", SslDupFn, libssl),
         start_job: resolve!(c"ASYNC_start_job", StartJobFn, libcrypto),
         ctx_set_callback: resolve!(c"SSL_CTX_set_async_callback", CtxSetCbFn, libssl),
         ctx_set_arg: resolve!(c"SSL_CTX_set_async_callback_arg", CtxSetArgFn, libssl),
@@ -199,7 +202,12 @@ fn global(name: &CStr) -> usize {
 /// Why the shim cannot act in this process, if it cannot.
 fn self_check(real: &Real) -> Result<(), String> {
     let me = object_of(self_check as *const () as usize).map(|o| o.0);
-    for name in [c"SSL_set_async_callback", c"SSL_new", c"ASYNC_start_job"] {
+    for name in [
+        c"SSL_set_async_callback",
+        c"SSL_new",
+        c"SSL_dup",
+        c"ASYNC_start_job",
+    ] {
         let winner = object_of(global(name));
         if winner.as_ref().map(|o| o.0) != me {
             let who = winner.map_or("nothing".into(), |o| o.1.to_string_lossy().into_owned());
@@ -275,7 +283,9 @@ pub fn init() {
     }
 }
 
-/// Runs `init` when the library is loaded, before `main`.
+/// Runs `init` when the library is loaded, before `main` (not in cargo's
+/// unit-test binary, which is no shim).
+#[cfg(not(test))]
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = {

@@ -169,3 +169,77 @@ pub fn resolve(handle: *mut libc::c_void) -> Option<Target> {
 pub fn own(handle: *mut libc::c_void) -> Option<&'static Slot> {
     slot_at(handle as usize as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_ssl(n: usize) -> *mut SSL {
+        (0x1000 * n) as *mut SSL
+    }
+
+    #[test]
+    fn a_handle_resolves_to_its_slot_until_release() {
+        let slot = acquire(fake_ssl(1), 0x1234, 0x55 as *mut libc::c_void).expect("slot");
+        let h = slot.handle();
+        let t = resolve(h).expect("live handle");
+        assert_eq!(
+            (t.ssl, t.callback, t.arg as usize),
+            (fake_ssl(1), 0x1234, 0x55)
+        );
+        assert!(std::ptr::eq(own(h).unwrap(), slot));
+        release(slot);
+        assert!(resolve(h).is_none(), "a released slot must not resolve");
+    }
+
+    #[test]
+    fn a_reused_slot_does_not_answer_an_old_handle() {
+        let first = acquire(fake_ssl(2), 1, std::ptr::null_mut()).unwrap();
+        let old = first.handle();
+        release(first);
+        // Drain until the same record comes back (other tests run in parallel).
+        let mut held = Vec::new();
+        let again = loop {
+            let s = acquire(fake_ssl(3), 2, std::ptr::null_mut()).unwrap();
+            if std::ptr::eq(s, first) {
+                break s;
+            }
+            held.push(s);
+        };
+        assert_ne!(again.handle(), old);
+        assert!(resolve(old).is_none(), "stale generation must be rejected");
+        assert_eq!(resolve(again.handle()).unwrap().callback, 2);
+        release(again);
+        held.into_iter().for_each(release);
+    }
+
+    #[test]
+    fn garbage_handles_resolve_to_nothing() {
+        assert!(resolve(usize::MAX as *mut libc::c_void).is_none());
+        assert!(resolve(((MAX_CHUNKS * CHUNK_LEN) as usize) as *mut libc::c_void).is_none());
+    }
+
+    #[test]
+    fn concurrent_acquire_release_keeps_slots_distinct() {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        let s = acquire(fake_ssl(t * 10_000 + i + 10), i, std::ptr::null_mut())
+                            .unwrap();
+                        let t = resolve(s.handle()).unwrap();
+                        assert_eq!(t.callback, i);
+                        release(s);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+    }
+
+    #[test]
+    fn a_slot_stays_small() {
+        // The per-SSL memory budget: a slot plus OpenSSL's ex_data entry.
+        assert!(std::mem::size_of::<Slot>() <= 40);
+    }
+}
