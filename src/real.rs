@@ -285,9 +285,8 @@ pub fn init() {
 
 /// Runs `init` when the library is loaded, before `main` (not in cargo's
 /// unit-test binary, which is no shim).
-#[cfg(not(test))]
 #[used]
-#[link_section = ".init_array"]
+#[cfg_attr(not(test), link_section = ".init_array")]
 static INIT: extern "C" fn() = {
     extern "C" fn on_load() {
         let _ = std::panic::catch_unwind(init);
