@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn garbage_handles_resolve_to_nothing() {
         assert!(resolve(usize::MAX as *mut libc::c_void).is_none());
-        assert!(resolve(((MAX_CHUNKS * CHUNK_LEN) as usize) as *mut libc::c_void).is_none());
+        assert!(resolve((MAX_CHUNKS * CHUNK_LEN) as *mut libc::c_void).is_none());
     }
 
     #[test]
