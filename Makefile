@@ -3,6 +3,7 @@
 #   make            build target/release/libsslasync.so (soname libsslasync.so.0)
 #   make demo       the example async TLS server, callback mode vs fd mode
 #   make bench      shim vs native OpenSSL benchmarks (BENCH_QUICK=1: under a minute)
+#   make matrix     the C suite on system OpenSSL 3.0, 3.5.5 and 4.0.3 (builds them once)
 #   make test       every test: Rust checks, C suite (preload/linked/native), ASan+UBSan
 #   make header     regenerate include/sslasync.h
 #   make install    PREFIX=/usr/local LIBDIR=$(PREFIX)/lib DESTDIR=
@@ -63,7 +64,7 @@ Cflags: -I$${includedir}
 endef
 export WRAPPER PCFILE
 
-.PHONY: all deps lib header test test-rust test-c test-asan demo bench install uninstall clean
+.PHONY: all deps lib header test test-rust test-c test-asan demo bench matrix install uninstall clean
 
 all: lib
 
@@ -108,6 +109,9 @@ bench: lib
 	cmake --build $(CTEST_DIR) -j$(JOBS)
 	SSLASYNC_SHIM=$(CURDIR)/$(SO) SSLASYNC_BUILD_DIR=$(CURDIR)/$(CTEST_DIR) BENCH_OUT=$(CURDIR)/target/bench \
 		sh benches/run.sh
+
+matrix: lib
+	sh c-tests/matrix/run-matrix.sh
 
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
