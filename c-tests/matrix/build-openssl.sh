@@ -41,7 +41,19 @@ stamp_ok() {
         ls "$PREFIX"/lib/libssl.so* >/dev/null 2>&1
 }
 
+# The crates carry no .cnf files, so install_sw leaves OPENSSLDIR without the
+# openssl.cnf that `openssl req` (the smoke test's certificate) insists on
+# reading. An empty one means the built-in defaults, as with no file at all
+# for libssl. Also added to builds cached before this existed.
+ensure_cnf() {
+    local dir=$1/ssl
+    [ -f "$dir/openssl.cnf" ] && return 0
+    mkdir -p "$dir"
+    echo "# Empty on purpose (see c-tests/matrix/build-openssl.sh)." >"$dir/openssl.cnf"
+}
+
 if stamp_ok; then
+    ensure_cnf "$PREFIX"
     log "already installed in $PREFIX"
     echo "$PREFIX"
     exit 0
@@ -55,6 +67,7 @@ if command -v flock >/dev/null; then
     flock 9
 fi
 if stamp_ok; then
+    ensure_cnf "$PREFIX"
     log "installed by a concurrent run in $PREFIX"
     echo "$PREFIX"
     exit 0
@@ -133,6 +146,7 @@ log "make install_sw (staged)"
 (cd "$BUILD" && make DESTDIR="$STAGE" install_sw) >"$WORK/install.log" 2>&1 ||
     { tail -n 40 "$WORK/install.log" >&2; exit 1; }
 
+ensure_cnf "$STAGE$PREFIX"
 rm -rf "$PREFIX"
 mkdir -p "$(dirname "$PREFIX")"
 mv "$STAGE$PREFIX" "$PREFIX"
