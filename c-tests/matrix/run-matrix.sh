@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# The whole C suite on every OpenSSL the shim supports (make matrix):
+#
+#   c-tests/matrix/run-matrix.sh [system|3.5.5|4.0.3 ...]     default: all three
+#
+# Per version: the private OpenSSL (build-openssl.sh, cached outside the
+# checkout, built only when missing), the shim built against it
+# (target/openssl-VER; the system one is target/release), and the C suite
+# configured against that OpenSSL in target/matrix/VER-FIXTURE for each
+# simulated-accelerator fixture the version has (engine: 3.x, provider: all),
+# run completely with CTest. Results are counted per (version, mode, fixture),
+# printed as a table, and the last line is `MATRIX passed=N failed=M`.
+#
+# Failures: a failed, timed-out or skipped test, a test CTest registered but
+# never reported, and a cell with no tests at all. Skips count because in the
+# matrix every registered test applies (shim-only tests are not registered for
+# native runs), so a skip means a test asserted nothing.
+#
+# Environment: SSLASYNC_CACHE (private OpenSSL builds), JOBS (build and ctest
+# parallelism, default nproc), CARGO.
+#
+# Every link is checked with ldd in the environment the tests run in: 3.5.5
+# shares the sonames of the system 3.0, so a missing rpath would silently run
+# a row against the wrong OpenSSL. The programs check it again at run time
+# (tlsdrive compares the loaded OpenSSL's version with its headers').
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CTESTS=$(dirname "$HERE")
+ROOT=$(dirname "$CTESTS")
+OUT=$ROOT/target/matrix
+LOGS=$OUT/logs
+CACHE=${SSLASYNC_CACHE:-$HOME/.cache/sslasync}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+CARGO=${CARGO:-cargo}
+MODES="native preload linked diff static"
+RESULTS=$OUT/results.tsv
+
+# Nothing from the caller's environment may steer which libraries load or
+# which OpenSSL cargo builds against. (pipefail: "ldd | grep -q" would fail
+# whenever grep quits early, so ldd output is captured first.)
+unset LD_LIBRARY_PATH LD_PRELOAD OPENSSL_DIR OPENSSL_LIB_DIR OPENSSL_INCLUDE_DIR \
+      OPENSSL_STATIC OPENSSL_CONF OPENSSL_MODULES OPENSSL_ENGINES
+
+[ $# -gt 0 ] || set -- system 3.5.5 4.0.3
+mkdir -p "$LOGS"
+: >"$RESULTS"
+t_all=$(date +%s)
+
+say() { echo "matrix: $*"; }
+warn() { echo "matrix: $*" >&2; }
+elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
+
+# record VER FIXTURE MODE PASSED FAILED SKIPPED [NOTE]
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:-}" >>"$RESULTS"; }
+
+# Marks every cell of VER (for the given fixtures) failed, e.g. after a build error.
+fail_cells() {
+    local ver=$1 note=$2 fx m
+    shift 2
+    for fx in "$@"; do
+        for m in $MODES; do record "$ver" "$fx" "$m" 0 1 0 "$note"; done
+    done
+}
+
+# check_links WHAT FILE WANT [PRELOAD]: the libssl and libcrypto the loader
+# picks for FILE (with PRELOAD preloaded) must come from WANT (a lib dir, or
+# "system": anything but the private builds). Both must be present.
+check_links() {
+    local what=$1 file=$2 want=$3 preload=${4:-} libs bad
+    if [ -n "$preload" ]; then
+        libs=$(LD_PRELOAD=$preload ldd "$file" 2>&1)
+    else
+        libs=$(ldd "$file" 2>&1)
+    fi
+    libs=$(printf '%s\n' "$libs" | grep -E '(^|[[:space:]/])lib(ssl|crypto|sslasync)\.so')
+    if ! grep -q 'libssl\.so' <<<"$libs" || ! grep -q 'libcrypto\.so' <<<"$libs"; then
+        warn "$what: $file does not load both libssl and libcrypto:"
+        printf '%s\n' "$libs" | sed 's/^/    /' >&2
+        return 1
+    fi
+    if [ "$want" = system ]; then
+        bad=$(printf '%s\n' "$libs" | grep -E 'lib(ssl|crypto)\.so' |
+              grep -E "not found|=> $CACHE/" || true)
+    else
+        bad=$(printf '%s\n' "$libs" | grep -E 'lib(ssl|crypto)\.so' |
+              grep -v -- "=> $want/" || true)
+    fi
+    if [ -n "$bad" ]; then
+        warn "$what: $file loads the wrong OpenSSL (want $want):"
+        printf '%s\n' "$bad" | sed 's/^/    /' >&2
+        return 1
+    fi
+}
+
+# The major version in an OpenSSL include dir's opensslv.h.
+header_major() {
+    sed -n 's/^#[[:space:]]*define[[:space:]]\{1,\}OPENSSL_VERSION_MAJOR[[:space:]]\{1,\}\([0-9]\{1,\}\).*/\1/p' \
+        "$1/openssl/opensslv.h" | head -n 1
+}
+
+# run_cell VER FIXTURE PREFIX SHIMDIR: configure, build, verify and test one
+# cell; records one result line per mode.
+run_cell() {
+    local ver=$1 fx=$2 prefix=$3 shimdir=$4
+    local bdir=$OUT/$ver-$fx cell=$ver-$fx want provider=OFF wrapper="" t
+    local args=() f m bad=0
+    [ "$fx" = provider ] && provider=ON
+    if [ -n "$prefix" ]; then
+        want=$prefix/lib
+        args+=(-DOPENSSL_ROOT_DIR="$prefix" -DOPENSSL_PROGRAM="$prefix/bin/openssl")
+    else
+        want=system
+        # The wrapper in target/release points at the system shim; private
+        # rows preload their own shim directly.
+        wrapper=$ROOT/target/release/with-sslasync
+        [ -x "$wrapper" ] || wrapper=""
+    fi
+
+    say "[$cell] configure and build ($bdir)"
+    t=$(date +%s)
+    if ! cmake -S "$CTESTS" -B "$bdir" "${args[@]}" \
+            -DSSLASYNC_LIB_DIR="$shimdir" -DSSLASYNC_INCLUDE_DIR="$ROOT/include" \
+            -DSSLASYNC_WRAPPER="$wrapper" -DSIMACCEL_USE_PROVIDER=$provider \
+            -DSSLASYNC_SANITIZE=OFF -DSSLASYNC_NATIVE_ONLY=OFF \
+            >"$LOGS/$cell.configure.log" 2>&1; then
+        tail -n 30 "$LOGS/$cell.configure.log" >&2
+        fail_cells "$ver" "configure failed" "$fx"
+        return
+    fi
+    if ! cmake --build "$bdir" -j"$JOBS" >"$LOGS/$cell.build.log" 2>&1; then
+        grep -E 'error|Error' "$LOGS/$cell.build.log" | head -n 30 >&2
+        fail_cells "$ver" "build failed" "$fx"
+        return
+    fi
+    say "[$cell] built in $(elapsed "$t")"
+
+    # Every program of the suite, as the loader resolves it for each mode.
+    while IFS= read -r f; do
+        if grep -qE 'lib(ssl|crypto)\.so' <<<"$(ldd "$f" 2>/dev/null)"; then
+            check_links "$cell" "$f" "$want" || bad=1
+        fi
+    done < <(find "$bdir" -path "$bdir/CMakeFiles" -prune -o -type f -perm -u+x -print)
+    if [ -x "$bdir/handshake" ]; then
+        check_links "$cell preload" "$bdir/handshake" "$want" "$shimdir/libsslasync.so" || bad=1
+        grep -qE "^[[:space:]]*$shimdir/libsslasync\.so " \
+            <<<"$(LD_PRELOAD=$shimdir/libsslasync.so ldd "$bdir/handshake")" ||
+            { warn "$cell: preloaded shim is not $shimdir/libsslasync.so"; bad=1; }
+    fi
+    if [ -x "$bdir/handshake-linked" ]; then
+        grep -q "libsslasync.so.0 => $shimdir/" <<<"$(ldd "$bdir/handshake-linked")" ||
+            { warn "$cell: handshake-linked does not load $shimdir/libsslasync.so.0"; bad=1; }
+    fi
+    if [ $bad -ne 0 ]; then
+        fail_cells "$ver" "wrong libraries" "$fx"
+        return
+    fi
+
+    # test name -> mode, from the labels (first of MODES a test carries).
+    local map=$bdir/matrix-modes.txt
+    : >"$map"
+    for m in $MODES; do
+        ctest --test-dir "$bdir" -N -L "^$m\$" 2>/dev/null |
+            sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' |
+            while IFS= read -r f; do printf '%s %s\n' "$f" "$m"; done >>"$map"
+    done
+    ctest --test-dir "$bdir" -N 2>/dev/null |
+        sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1 other/p' >>"$map"
+
+    say "[$cell] ctest -j$JOBS ($(ctest --test-dir "$bdir" -N | sed -n 's/^Total Tests: //p') tests)"
+    t=$(date +%s)
+    ctest --test-dir "$bdir" -j"$JOBS" --output-on-failure >"$LOGS/$cell.ctest.log" 2>&1
+    say "[$cell] tests ran in $(elapsed "$t")"
+
+    # Result lines: "  3/76 Test #12: name .......   Passed    0.21 sec",
+    # "***Failed", "***Timeout", "***Exception: SegFault", "***Skipped", "Not Run".
+    awk -v ver="$ver" -v fx="$fx" -v modes="$MODES other" '
+        FNR == NR {                 # the name -> mode map
+            if (!($1 in mode)) mode[$1] = $2
+            next
+        }
+        match($0, /Test +#[0-9]+: [^ ]+ /) {
+            s = substr($0, RSTART, RLENGTH); sub(/.*: /, "", s); sub(/ $/, "", s)
+            if (!(s in mode) || (s in seen)) next
+            seen[s] = 1
+            rest = substr($0, RSTART + RLENGTH)
+            if (rest ~ /^\.* *Passed/) res[s] = "pass"
+            else if (rest ~ /Skipped/) res[s] = "skip"
+            else res[s] = "fail"
+        }
+        END {
+            n = split(modes, ms, " ")
+            for (t in mode) {
+                m = mode[t]
+                r = (t in res) ? res[t] : "fail"
+                cnt[m, r]++
+                if (r != "pass") bad[m] = bad[m] " " t (t in res ? "" : "(no result)")
+            }
+            for (i = 1; i <= n; i++) {
+                m = ms[i]
+                if (m == "other" && cnt[m, "pass"] + cnt[m, "fail"] + cnt[m, "skip"] == 0)
+                    continue
+                printf "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", ver, fx, m,
+                       cnt[m, "pass"], cnt[m, "fail"], cnt[m, "skip"], substr(bad[m], 2)
+            }
+        }' "$map" "$LOGS/$cell.ctest.log" >>"$RESULTS"
+
+    if grep -qE 'Test +#[0-9]+: [^ ]+ \.* *(\*\*\*|Not Run)' "$LOGS/$cell.ctest.log"; then
+        warn "[$cell] failures (full log: $LOGS/$cell.ctest.log):"
+        # The failing tests' own output, which --output-on-failure put after
+        # their result lines.
+        awk '/Test +#[0-9]+: / { show = ($0 !~ /Passed/) }
+             /tests passed, / { show = 0 }
+             show' "$LOGS/$cell.ctest.log" | head -n 200 >&2
+    fi
+}
+
+# The simulated-accelerator fixtures an OpenSSL major has: 4.0 removed the
+# ENGINE API, so the provider is its only one.
+fixtures_for() { if [ "$1" -lt 4 ]; then echo "engine provider"; else echo provider; fi; }
+
+for ver in "$@"; do
+    t_ver=$(date +%s)
+    say "== OpenSSL $ver"
+    prefix="" major=""
+    # Until the headers say otherwise (a failed build never gets that far).
+    case "$ver" in
+    [4-9].*) fixtures=$(fixtures_for 4) ;;
+    *) fixtures=$(fixtures_for 3) ;;
+    esac
+    case "$ver" in
+    system)
+        shimdir=$ROOT/target/release
+        if [ ! -f "$shimdir/libsslasync.so" ]; then
+            say "[$ver] building the shim (target/release)"
+            (cd "$ROOT" && "$CARGO" build --release) >"$LOGS/shim-$ver.log" 2>&1 ||
+                { tail -n 30 "$LOGS/shim-$ver.log" >&2; fail_cells "$ver" "shim build failed" $fixtures; continue; }
+        fi
+        major=$(header_major /usr/include)
+        ;;
+    *)
+        say "[$ver] private OpenSSL (build-openssl.sh; cold builds take minutes)"
+        t=$(date +%s)
+        if ! prefix=$("$HERE/build-openssl.sh" "$ver" 2>"$LOGS/openssl-$ver.log" | tail -n 1) ||
+           [ ! -d "$prefix/lib" ]; then
+            tail -n 30 "$LOGS/openssl-$ver.log" >&2
+            fail_cells "$ver" "OpenSSL build failed" $fixtures
+            continue
+        fi
+        say "[$ver] $prefix ($(elapsed "$t"))"
+        major=$(header_major "$prefix/include")
+        shimdir=$ROOT/target/openssl-$ver/release
+        say "[$ver] building the shim against it (target/openssl-$ver)"
+        t=$(date +%s)
+        if ! (cd "$ROOT" && OPENSSL_DIR=$prefix CARGO_TARGET_DIR=$ROOT/target/openssl-$ver \
+                "$CARGO" build --release) >"$LOGS/shim-$ver.log" 2>&1; then
+            tail -n 30 "$LOGS/shim-$ver.log" >&2
+            fail_cells "$ver" "shim build failed" $fixtures
+            continue
+        fi
+        say "[$ver] shim built ($(elapsed "$t"))"
+        ;;
+    esac
+    if [ -z "$major" ]; then
+        warn "[$ver] cannot read OPENSSL_VERSION_MAJOR"
+        fail_cells "$ver" "no opensslv.h" $fixtures
+        continue
+    fi
+    fixtures=$(fixtures_for "$major")
+
+    want=system
+    [ -n "$prefix" ] && want=$prefix/lib
+    if ! check_links "$ver shim" "$shimdir/libsslasync.so" "$want"; then
+        fail_cells "$ver" "shim links the wrong OpenSSL" $fixtures
+        continue
+    fi
+    for fx in $fixtures; do
+        run_cell "$ver" "$fx" "$prefix" "$shimdir"
+    done
+    say "== OpenSSL $ver done in $(elapsed "$t_ver")"
+done
+
+# ------------------------------------------------------------------ report
+echo
+echo "MATRIX results (OpenSSL version x mode x fixture; logs in $LOGS)"
+awk -F'\t' '
+    BEGIN { printf "%-8s %-8s %-8s %7s %7s %8s  %s\n", "openssl", "fixture", "mode",
+                   "passed", "failed", "skipped", "notes" }
+    {
+        p = $4; f = $5; s = $6; note = $7
+        if (p + f + s == 0) { f = 1; note = "no tests" (note == "" ? "" : ": " note) }
+        f += s
+        P += p; F += f
+        printf "%-8s %-8s %-8s %7d %7d %8d  %s\n", $1, $2, $3, p, f - s, s, note
+    }
+    END {
+        printf "time: '"$(elapsed "$t_all")"'\n"
+        printf "MATRIX passed=%d failed=%d\n", P, F
+        exit (F > 0 || NR == 0)
+    }' "$RESULTS"
