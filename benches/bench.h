@@ -5,7 +5,7 @@
  *                                 worker, alternates them cell by cell,
  *                                 runs callgrind and the memory probes,
  *                                 prints the tables and RATIO lines
- *   sslasync-bench worker         measurement server (commands on stdin)
+ *   sslasync-bench worker [light] measurement server (commands on stdin)
  *   sslasync-bench count L N      N iterations of loop L (run under callgrind)
  *   sslasync-bench mem V N        RSS/heap growth of N SSL objects, variant V
  *
@@ -15,7 +15,7 @@
 #ifndef SSLASYNC_BENCH_H
 #define SSLASYNC_BENCH_H
 
-int bench_worker_main(void);
+int bench_worker_main(int light);
 int bench_count_main(int argc, char **argv);
 int bench_mem_main(int argc, char **argv);
 int bench_driver_main(int argc, char **argv);

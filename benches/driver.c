@@ -143,11 +143,11 @@ static char sched_mode[16];
 static struct worker workers[2] = { { "native", 0, 0, NULL, NULL },
                                     { "shim", 1, 0, NULL, NULL } };
 
-static void worker_start(struct worker *w)
+static void worker_start(struct worker *w, int light)
 {
     int in[2], out[2];
     char line[256], want[64];
-    char *argv[] = { self_exe, "worker", NULL };
+    char *argv[] = { self_exe, "worker", light ? "light" : NULL, NULL };
 
     if (pipe(in) != 0 || pipe(out) != 0)
         fatal("pipe: %s", strerror(errno));
@@ -209,8 +209,7 @@ struct cell {
     char cmd[MAXS][96];
     double v[MAXS][MAXR];      /* rates, per second */
     int n[MAXS];
-    int rounds;                /* rounds this cell takes part in */
-    int reps;                  /* alternations per round */
+    int rounds;                /* rounds (or worker pairs) this cell takes part in */
     /* handshake parameters */
     int key_rsa, tls12, lat;
     long conc;
@@ -229,7 +228,6 @@ static struct cell *cell_new(int group, int rounds)
     memset(c, 0, sizeof(*c));
     c->group = group;
     c->rounds = rounds;
-    c->reps = 1;
     return c;
 }
 
@@ -326,10 +324,14 @@ static long hs_count(const struct cell *c, double cell_s)
     return k < c->conc ? c->conc : k;
 }
 
-static void plan(int rounds, int rounds_big, double cell_s, double small_s, int reps)
+static double plan_cell_s;
+static int n_pairs;
+
+static void plan_handshakes(int rounds, int rounds_big)
 {
     int k, v, l, ci;
     const int lats[] = { 0, 50 };
+    double cell_s = plan_cell_s;
     struct cell *c;
 
     for (k = 0; k < 2; k++) {
@@ -366,38 +368,48 @@ static void plan(int rounds, int rounds_big, double cell_s, double small_s, int 
             }
         }
     }
+    fprintf(stderr, "sslasync-bench: %d handshake cells, %d rounds (%d at c=1024)\n", ncells,
+            rounds, rounds_big);
+}
 
-    c = cell_new(G_RTT, rounds);
+/* micro_s: seconds per round-trip/I/O sample (the device-thread round
+ * trips get 3x: their batching makes them the noisiest). */
+static void plan_micro(int pairs, double micro_s)
+{
+    struct cell *c;
+    int k;
+
+    c = cell_new(G_RTT, pairs);
     snprintf(c->name, sizeof(c->name), "roundtrip_inline");
     snprintf(c->title, sizeof(c->title), "inline device, 1 conn");
-    side(c, "native", 0, "rtt inline 1 %.3f", small_s);
-    side(c, "shim", 1, "rtt inline 1 %.3f", small_s);
-    c = cell_new(G_RTT, rounds);
+    side(c, "native", 0, "rtt inline 1 %.3f", micro_s);
+    side(c, "shim", 1, "rtt inline 1 %.3f", micro_s);
+    c = cell_new(G_RTT, pairs);
     snprintf(c->name, sizeof(c->name), "roundtrip_device");
     snprintf(c->title, sizeof(c->title), "device thread, 1 conn");
-    side(c, "native", 0, "rtt device 1 %.3f", small_s);
-    side(c, "shim", 1, "rtt device 1 %.3f", small_s);
-    c = cell_new(G_RTT, rounds);
+    side(c, "native", 0, "rtt device 1 %.3f", 3 * micro_s);
+    side(c, "shim", 1, "rtt device 1 %.3f", 3 * micro_s);
+    c = cell_new(G_RTT, pairs);
     snprintf(c->name, sizeof(c->name), "roundtrip_device_c64");
     snprintf(c->title, sizeof(c->title), "device thread, 64 conns");
-    side(c, "native", 0, "rtt device 64 %.3f", small_s);
-    side(c, "shim", 1, "rtt device 64 %.3f", small_s);
+    side(c, "native", 0, "rtt device 64 %.3f", 3 * micro_s);
+    side(c, "shim", 1, "rtt device 64 %.3f", 3 * micro_s);
 
-    c = cell_new(G_IO, rounds);
+    c = cell_new(G_IO, pairs);
     snprintf(c->name, sizeof(c->name), "io64");
     snprintf(c->title, sizeof(c->title), "64 B records");
-    side(c, "native", 0, "io 64 plain %.3f", small_s);
-    side(c, "shim", 1, "io 64 plain %.3f", small_s);
-    c = cell_new(G_IO, rounds);
+    side(c, "native", 0, "io 64 plain %.3f", micro_s);
+    side(c, "shim", 1, "io 64 plain %.3f", micro_s);
+    c = cell_new(G_IO, pairs);
     snprintf(c->name, sizeof(c->name), "io16k");
     snprintf(c->title, sizeof(c->title), "16 KiB records");
-    side(c, "native", 0, "io 16384 plain %.3f", small_s);
-    side(c, "shim", 1, "io 16384 plain %.3f", small_s);
-    c = cell_new(G_IO, rounds);
+    side(c, "native", 0, "io 16384 plain %.3f", micro_s);
+    side(c, "shim", 1, "io 16384 plain %.3f", micro_s);
+    c = cell_new(G_IO, pairs);
     snprintf(c->name, sizeof(c->name), "io64_mixed");
     snprintf(c->title, sizeof(c->title), "64 B, another SSL uses API");
-    side(c, "native", 0, "io 64 mixed %.3f", small_s);
-    side(c, "shim", 1, "io 64 mixed %.3f", small_s);
+    side(c, "native", 0, "io 64 mixed %.3f", micro_s);
+    side(c, "shim", 1, "io 64 mixed %.3f", micro_s);
 
     {
         static const char *const api[][2] = {
@@ -408,18 +420,13 @@ static void plan(int rounds, int rounds_big, double cell_s, double small_s, int 
         long calls = quick ? 1000000 : 3000000;
 
         for (k = 0; k < 3; k++) {
-            c = cell_new(G_API, rounds);
+            c = cell_new(G_API, pairs);
             snprintf(c->name, sizeof(c->name), "%s", api[k][0]);
             snprintf(c->title, sizeof(c->title), "%s", api[k][0]);
             side(c, "native", 0, "set %s %ld", api[k][1], calls);
             side(c, "shim", 1, "set %s %ld", api[k][1], calls);
         }
     }
-    /* Short cells are repeated within a round: more pairs, each taken
-     * close together in time. */
-    for (k = 0; k < ncells; k++)
-        if (cells[k].group != G_HS)
-            cells[k].reps = reps;
 }
 
 /*
@@ -476,12 +483,12 @@ static double sample(const struct cell *c, int s)
 }
 
 /*
- * Brings a fresh worker pair up for a round and warms both with the same
- * work: every server CTX the plan uses, the job pool and heap at 1024
- * connections if this round has such cells, and the other loops. A new pair
- * per round also re-rolls address-space layout, whose effect on a
- * micro-benchmark (a few percent either way, fixed for a process's life)
- * would otherwise be mistaken for the shim's.
+ * Every round runs in a fresh worker pair, warmed with the same work on
+ * both sides: every server CTX the plan uses, and the job pool and heap at
+ * 1024 connections if the round has such cells. A fresh pair also re-rolls
+ * the address-space layout, whose effect on a tight loop (measured here: a
+ * few percent either way, fixed for a process's life) would otherwise be
+ * mistaken for the shim's; the median over pairs averages it out.
  */
 static void warm_up(int big, int calibrate)
 {
@@ -511,45 +518,72 @@ static void warm_up(int big, int calibrate)
             worker_rate(wk, "hs ec 13 0 1024 cb 1024", NULL);
             gap(t0);
         }
-        worker_rate(wk, "rtt inline 1 0.02", NULL);
-        worker_rate(wk, "rtt device 64 0.02", NULL);
-        worker_rate(wk, "io 64 mixed 0.02", NULL);
-        worker_rate(wk, "io 16384 plain 0.02", NULL);
     }
 }
 
-static void run_rounds(int rounds, int rounds_big, double cell_s, double small_s, int reps)
+static void run_cell(struct cell *c, int rot)
 {
-    int r, i, j, k;
+    int j;
+
+    /* Rotate who goes first. */
+    for (j = 0; j < c->nsides; j++) {
+        int s = (j + rot) % c->nsides;
+
+        c->v[s][c->n[s]++] = sample(c, s);
+    }
+}
+
+static void run_rounds(int rounds, int rounds_big)
+{
+    int r, i;
 
     for (r = 0; r < rounds; r++) {
         double t0 = now_s();
 
-        worker_start(&workers[0]);
-        worker_start(&workers[1]);
+        worker_start(&workers[0], 0);
+        worker_start(&workers[1], 0);
         warm_up(r < rounds_big, r == 0);
-        if (r == 0) {
-            plan(rounds, rounds_big, cell_s, small_s, reps);
-            fprintf(stderr, "sslasync-bench: %d cells, %d rounds (%d at c=1024)\n", ncells,
-                    rounds, rounds_big);
-        }
-        for (i = 0; i < ncells; i++) {
-            struct cell *c = &cells[i];
-
-            if (r >= c->rounds)
-                continue;
-            /* Rotate who goes first, by round, repetition and cell. */
-            for (k = 0; k < c->reps; k++)
-                for (j = 0; j < c->nsides; j++) {
-                    int s = (j + r + k + i) % c->nsides;
-
-                    c->v[s][c->n[s]++] = sample(c, s);
-                }
-        }
+        if (r == 0)
+            plan_handshakes(rounds, rounds_big);
+        for (i = 0; i < ncells; i++)
+            if (cells[i].group == G_HS && r < cells[i].rounds)
+                run_cell(&cells[i], r + i);
         worker_stop(&workers[0]);
         worker_stop(&workers[1]);
-        fprintf(stderr, "sslasync-bench: round %d/%d done (%.0f s)\n", r + 1, rounds, now_s() - t0);
+        fprintf(stderr, "sslasync-bench: handshakes, round %d/%d done (%.0f s)\n", r + 1, rounds,
+                now_s() - t0);
     }
+}
+
+/*
+ * The short cells (round trips, bulk I/O, API calls) are where layout bias
+ * and noise are largest relative to the effect, so each gets many fresh
+ * worker pairs (light ones: no RSA key to make), one sample per side each.
+ */
+static void run_micro(int pairs)
+{
+    int p, i;
+    double t0 = now_s();
+
+    for (p = 0; p < pairs; p++) {
+        int w;
+
+        worker_start(&workers[0], 1);
+        worker_start(&workers[1], 1);
+        for (w = 0; w < 2; w++) {
+            worker_rate(&workers[w], "rtt inline 1 0.01", NULL);
+            worker_rate(&workers[w], "rtt device 64 0.01", NULL);
+            worker_rate(&workers[w], "io 64 mixed 0.01", NULL);
+            worker_rate(&workers[w], "io 16384 plain 0.01", NULL);
+        }
+        for (i = 0; i < ncells; i++)
+            if (cells[i].group != G_HS)
+                run_cell(&cells[i], p + i);
+        worker_stop(&workers[0]);
+        worker_stop(&workers[1]);
+    }
+    fprintf(stderr, "sslasync-bench: round trips, I/O, API calls: %d worker pairs done (%.0f s)\n",
+            pairs, now_s() - t0);
 }
 
 /* ------------------------------------------------------------ callgrind */
@@ -754,7 +788,7 @@ static void print_tables(int rounds, int rounds_big)
         putchar('\n');
     }
     printf("\nAsync round trips, bulk I/O (ops/s) and API calls (calls/s): median [min..max] of "
-           "%d rounds x %d\n", rounds, ncells ? cells[ncells - 1].reps : 0);
+           "%d fresh worker pairs\n", ncells ? cells[ncells - 1].rounds : 0);
     printf("%-30s %26s %26s  %s\n", "cell", "native", "shim", "shim/native");
     for (i = 0; i < ncells; i++) {
         const struct cell *c = &cells[i];
@@ -811,7 +845,8 @@ static void budget(const char *name, double v, double limit, int at_least, const
 {
     int ok = at_least ? v >= limit : v <= limit;
 
-    printf("BUDGET %s %s%.3g%s (%s %g%s) %s\n", name, at_least ? "" : "+", v, unit,
+    printf(at_least ? "BUDGET %s %s%.3f%s (%s %g%s) %s\n" : "BUDGET %s %s%.1f%s (%s %g%s) %s\n",
+           name, at_least ? "" : "+", v, unit,
            at_least ? ">=" : "<=", limit, unit, isnan(v) ? "unmeasured" : ok ? "ok" : "MISS");
 }
 
@@ -949,10 +984,11 @@ static void write_json(const struct summary *sm, int rounds, int rounds_big, dou
     fprintf(f, ", \"openssl\": ");
     json_string(f, OpenSSL_version(OPENSSL_VERSION));
     fprintf(f, "},\n  \"config\": {\"quick\": %s, \"rounds\": %d, \"rounds_c1024\": %d, "
+               "\"worker_pairs_short_cells\": %d, "
                "\"elapsed_s\": %.1f, \"sched\": \"%s\", \"samples\": %d, "
                "\"samples_retaken\": %d, \"samples_disturbed\": %d, "
                "\"worst_disturbance\": %.4f, \"shim\": ",
-            quick ? "true" : "false", rounds, rounds_big, elapsed, sched_mode, samples_taken,
+            quick ? "true" : "false", rounds, rounds_big, n_pairs, elapsed, sched_mode, samples_taken,
             samples_retried, samples_disturbed, worst_disturbance);
     json_string(f, shim_path);
     fprintf(f, ", \"units\": \"handshakes, round trips, records and calls per second\"},\n");
@@ -1100,8 +1136,8 @@ static double env_double(const char *name, double dflt)
 
 int bench_driver_main(int argc, char **argv)
 {
-    int i, rounds, rounds_big, reps;
-    double cell_s, small_s, t0 = now_s();
+    int i, rounds, rounds_big, pairs;
+    double micro_s, t0 = now_s();
     long cg_n, mem_n;
     struct summary sm;
     ssize_t len;
@@ -1127,14 +1163,15 @@ int bench_driver_main(int argc, char **argv)
 
     rounds = (int)env_double("BENCH_ROUNDS", quick ? 3 : 5);
     rounds_big = (int)env_double("BENCH_ROUNDS_C1024", quick ? 1 : 3);
-    cell_s = env_double("BENCH_CELL_SECONDS", quick ? 0.12 : 0.2);
-    small_s = env_double("BENCH_SMALL_SECONDS", quick ? 0.05 : 0.08);
-    reps = (int)env_double("BENCH_REPS", 3);
+    pairs = n_pairs = (int)env_double("BENCH_PAIRS", quick ? 6 : 15);
+    plan_cell_s = env_double("BENCH_CELL_SECONDS", quick ? 0.12 : 0.2);
+    micro_s = env_double("BENCH_MICRO_SECONDS", quick ? 0.05 : 0.08);
     cg_n = (long)env_double("BENCH_CALLGRIND_N", quick ? 500 : 2000);
     mem_n = (long)env_double("BENCH_MEM_SSLS", quick ? 20000 : 100000);
-    if (rounds < 1 || rounds_big < 1 || rounds_big > rounds || reps < 1 || rounds * reps > MAXR)
-        fatal("need BENCH_ROUNDS >= 1, 1 <= BENCH_ROUNDS_C1024 <= BENCH_ROUNDS, "
-              "BENCH_REPS >= 1 and BENCH_ROUNDS * BENCH_REPS <= %d", MAXR);
+    if (rounds < 1 || rounds > MAXR || rounds_big < 1 || rounds_big > rounds || pairs < 1
+        || pairs > MAXR)
+        fatal("need 1 <= BENCH_ROUNDS <= %d, 1 <= BENCH_ROUNDS_C1024 <= BENCH_ROUNDS and "
+              "1 <= BENCH_PAIRS <= %d", MAXR, MAXR);
 
     /* Deterministic parts first, while nothing else runs. */
     fprintf(stderr, "sslasync-bench: instruction counts (callgrind)...\n");
@@ -1142,8 +1179,9 @@ int bench_driver_main(int argc, char **argv)
     fprintf(stderr, "sslasync-bench: memory per SSL... (%.0f s so far)\n", now_s() - t0);
     run_mem(mem_n);
     fprintf(stderr, "sslasync-bench: timed comparisons... (%.0f s so far)\n", now_s() - t0);
-
-    run_rounds(rounds, rounds_big, cell_s, small_s, reps);
+    run_rounds(rounds, rounds_big);
+    plan_micro(pairs, micro_s);
+    run_micro(pairs);
 
     print_tables(rounds, rounds_big);
     print_summary(&sm);

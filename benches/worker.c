@@ -885,7 +885,7 @@ static void setup(int keys_too)
     }
 }
 
-int bench_worker_main(void)
+int bench_worker_main(int light)
 {
     char line[512];
     int active;
@@ -894,7 +894,9 @@ int bench_worker_main(void)
      * that earlier cells grew, as a long-running server does. */
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     set_priority();
-    setup(1);
+    /* A light worker serves only the round-trip, I/O and API cells, which
+     * need no RSA key: it starts in milliseconds. */
+    setup(!light);
     pin_threads();
     active = probe_active();
     printf("ok impl=%s active=%d sched=%s\n", api_object(), active, sched_mode);
