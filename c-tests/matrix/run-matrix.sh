@@ -19,6 +19,11 @@
 # Environment: SSLASYNC_CACHE (private OpenSSL builds), JOBS (build and ctest
 # parallelism, default nproc), CARGO.
 #
+# Cross checks (mode "cross"): each version's shim preloaded into another
+# version's test program. Across OpenSSL majors the shim must stay inert with
+# exactly one "sslasync: inactive" line on stderr (and the program must work
+# natively); within a major it must be active and silent.
+#
 # Every link is checked with ldd in the environment the tests run in: 3.5.5
 # shares the sonames of the system 3.0, so a missing rpath would silently run
 # a row against the wrong OpenSSL. The programs check it again at run time
@@ -220,6 +225,7 @@ run_cell() {
 # ENGINE API, so the provider is its only one.
 fixtures_for() { if [ "$1" -lt 4 ]; then echo "engine provider"; else echo provider; fi; }
 
+declare -A CROSS_PROG CROSS_SHIM CROSS_MAJOR
 for ver in "$@"; do
     t_ver=$(date +%s)
     say "== OpenSSL $ver"
@@ -277,22 +283,63 @@ for ver in "$@"; do
     fi
     for fx in $fixtures; do
         run_cell "$ver" "$fx" "$prefix" "$shimdir"
+        if [ -z "${CROSS_PROG[$ver]:-}" ] && [ -x "$OUT/$ver-$fx/late_register" ]; then
+            CROSS_PROG[$ver]=$OUT/$ver-$fx
+        fi
     done
+    CROSS_SHIM[$ver]=$shimdir/libsslasync.so
+    CROSS_MAJOR[$ver]=$major
     say "== OpenSSL $ver done in $(elapsed "$t_ver")"
+done
+
+# ------------------------------------------------------------ cross checks
+# cross SHIMVER PROGVER: SHIMVER's shim preloaded into PROGVER's programs.
+cross() {
+    local a=$1 b=$2 shim=${CROSS_SHIM[$1]} dir=${CROSS_PROG[$2]} out rc lines
+    local log=$LOGS/cross-$1-in-$2.log
+    if [ "${CROSS_MAJOR[$a]}" != "${CROSS_MAJOR[$b]}" ]; then
+        # api_returns passes natively and under the shim alike, so it shows
+        # that the inert shim forwards faithfully.
+        out=$(LD_PRELOAD=$shim "$dir/api_returns" 2>&1 >"$log")
+        rc=$?
+        lines=$(grep -c . <<<"$out")
+        if [ $rc -eq 0 ] && [ "$lines" -eq 1 ] && grep -q '^sslasync: inactive' <<<"$out"; then
+            record "$a" "in-$b" cross 1 0 0 "inert: major ${CROSS_MAJOR[$a]} in a ${CROSS_MAJOR[$b]} process"
+            return
+        fi
+        warn "cross: $a shim in a $b program: want exit 0 and one 'sslasync: inactive' line, got exit $rc:"
+    else
+        # late_register asserts the shim's behaviour (native's differs).
+        out=$(LD_PRELOAD=$shim SSLASYNC_EXPECT=shim "$dir/late_register" 2>&1 >"$log")
+        rc=$?
+        if [ $rc -eq 0 ] && ! grep -q '^sslasync:' <<<"$out"; then
+            record "$a" "in-$b" cross 1 0 0 "active: same major ${CROSS_MAJOR[$a]}"
+            return
+        fi
+        warn "cross: $a shim in a $b program: want an active, silent shim, got exit $rc:"
+    fi
+    printf '%s\n' "$out" | sed 's/^/    /' >&2
+    record "$a" "in-$b" cross 0 1 0 "see $log"
+}
+for a in "$@"; do
+    [ -n "${CROSS_SHIM[$a]:-}" ] || continue
+    for b in "$@"; do
+        [ "$a" != "$b" ] && [ -n "${CROSS_PROG[$b]:-}" ] && cross "$a" "$b"
+    done
 done
 
 # ------------------------------------------------------------------ report
 echo
 echo "MATRIX results (OpenSSL version x mode x fixture; logs in $LOGS)"
 awk -F'\t' '
-    BEGIN { printf "%-8s %-8s %-8s %7s %7s %8s  %s\n", "openssl", "fixture", "mode",
+    BEGIN { printf "%-8s %-10s %-8s %7s %7s %8s  %s\n", "openssl", "fixture", "mode",
                    "passed", "failed", "skipped", "notes" }
     {
         p = $4; f = $5; s = $6; note = $7
         if (p + f + s == 0) { f = 1; note = "no tests" (note == "" ? "" : ": " note) }
         f += s
         P += p; F += f
-        printf "%-8s %-8s %-8s %7d %7d %8d  %s\n", $1, $2, $3, p, f - s, s, note
+        printf "%-8s %-10s %-8s %7d %7d %8d  %s\n", $1, $2, $3, p, f - s, s, note
     }
     END {
         printf "time: '"$(elapsed "$t_all")"'\n"
