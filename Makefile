@@ -28,6 +28,10 @@ CMAKE_ARGS := -DSSLASYNC_LIB_DIR=$(CURDIR)/target/release -DSSLASYNC_INCLUDE_DIR
 ifneq ($(OPENSSL_DIR),)
 export OPENSSL_DIR
 CMAKE_ARGS += -DOPENSSL_ROOT_DIR=$(OPENSSL_DIR)
+# A CMake cache keeps the OpenSSL it found first: reusing target/ctest would
+# quietly build the C suite against the system OpenSSL again.
+CTEST_DIR  := target/ctest-$(notdir $(abspath $(OPENSSL_DIR)))
+ASAN_DIR   := target/ctest-asan-$(notdir $(abspath $(OPENSSL_DIR)))
 endif
 
 # The preload wrapper, generated next to the library (and installed to BINDIR).
