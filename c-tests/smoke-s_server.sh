@@ -52,6 +52,9 @@ while IFS= read -r -t 20 line <&3; do
     esac
 done
 [ -n "$port" ] || die "s_server did not report its port"
+# A shim built for another OpenSSL than this program's stays inert (it says so
+# on stderr at load); everything below would then pass without testing it.
+grep -q '^sslasync: inactive' "$tmp/server.log" && die "the shim is inactive in s_server"
 # The shim must really be mapped into the server (a preload can fail quietly).
 child=$(cat "/proc/$server_pid/task/$server_pid/children" 2>/dev/null)
 grep -q libsslasync "/proc/${child%% *}/maps" 2>/dev/null ||
