@@ -35,8 +35,15 @@ quick=
 [ "${BENCH_QUICK:-0}" != 0 ] && quick=--quick
 
 start=$(date +%s)
-# The log keeps the tables; stderr (progress) still goes to the terminal.
-"$bench" run $quick --shim "$shim" --out "$out" | tee "$out/bench.log"
+# Progress goes to stderr as it happens; the tables (stdout) come at the end
+# and are kept in bench.log.
+status=0
+"$bench" run $quick --shim "$shim" --out "$out" >"$out/bench.log" || status=$?
+cat "$out/bench.log"
+if [ "$status" -ne 0 ]; then
+    echo "run.sh: sslasync-bench failed (exit $status)" >&2
+    exit "$status"
+fi
 
 if command -v gnuplot >/dev/null 2>&1; then
     # pngcairo is preferred; plain png (libgd) is the fallback.
