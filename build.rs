@@ -33,6 +33,7 @@ fn main() {
         .clang_arg(format!("-I{include}"))
         .allowlist_function("ASYNC_WAIT_CTX_(get|set)_callback")
         .allowlist_function("ASYNC_WAIT_CTX_get_status")
+        .allowlist_function("ASYNC_WAIT_CTX_(new|free)")
         .allowlist_function("CRYPTO_(get|set)_ex_data|SSL_CTX_set_ex_data")
         .blocklist_type("CRYPTO_EX_DATA|crypto_ex_data_st")
         .allowlist_type("ASYNC_callback_fn")

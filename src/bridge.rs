@@ -9,7 +9,7 @@
 //! callback is set, nothing otherwise (so engines fall back to wait fds).
 
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{c_int, c_void};
 
@@ -25,20 +25,36 @@ pub const SSL_ASYNC_ARGS_SIZE: usize = 5 * std::mem::size_of::<usize>();
 
 /// The callback the shim puts on a wait ctx; `arg` is a slot handle.
 pub unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
-    let Some(target) = slots::resolve(arg) else {
-        stats::callback_dropped();
-        debug!("dropped a completion for an SSL that was already freed");
-        return 0;
-    };
-    if target.callback == 0 {
-        // Cleared while the operation was in flight: the user asked never
-        // to be called again, so the completion is dropped (the application
-        // re-drives the SSL itself, as it must for EAGAIN).
-        stats::callback_dropped();
-        debug!("dropped a completion whose callback was cleared in flight");
-        return 0;
+    if stats::enabled() {
+        // SAFETY: same contract.
+        return unsafe { trampoline_counted(arg) };
     }
-    stats::callback_delivered(target.slot);
+    // SAFETY: same contract.
+    unsafe { deliver(arg, false) }
+}
+
+/// [`trampoline`] with `SSLASYNC_STATS=1`, kept out of line so the plain
+/// delivery path needs no stack frame.
+#[cold]
+#[inline(never)]
+unsafe fn trampoline_counted(arg: *mut c_void) -> c_int {
+    // SAFETY: same contract.
+    unsafe { deliver(arg, true) }
+}
+
+/// Calls the user's callback for the slot `handle` names, if it still may.
+///
+/// # Safety
+/// `handle` is a wait-ctx callback argument the shim registered.
+#[inline(always)]
+unsafe fn deliver(handle: *mut c_void, count: bool) -> c_int {
+    let target = match slots::resolve(handle) {
+        Some(t) if t.callback != 0 => t,
+        other => return dropped(other.is_none()),
+    };
+    if count {
+        stats::callback_delivered(target.slot);
+    }
     // SAFETY: callback holds a non-NULL SSL_async_callback_fn stored by a
     // setter; ssl and arg are the values the user gave for this very SSL.
     let user = unsafe {
@@ -51,13 +67,104 @@ pub unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     unsafe { user(target.ssl, target.arg) }
 }
 
+/// A completion nobody may be told about: kept out of line so the
+/// delivery path needs no stack frame of its own.
+#[cold]
+#[inline(never)]
+fn dropped(freed: bool) -> c_int {
+    stats::callback_dropped();
+    if freed {
+        debug!("dropped a completion for an SSL that was already freed");
+    } else {
+        // Cleared while the operation was in flight: the user asked never
+        // to be called again, so the completion is dropped (the application
+        // re-drives the SSL itself, as it must for EAGAIN).
+        debug!("dropped a completion whose callback was cleared in flight");
+    }
+    0
+}
+
+/// Word offset of the callback inside `ASYNC_WAIT_CTX`,
+/// found at load time by [`probe_wait_ctx_layout`]; `usize::MAX` = unknown,
+/// and the job-start hook then always takes its checked path.
+static WCTX_CB: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Finds where a wait ctx keeps its callback and arg by setting two known
+/// pairs through the API and looking for them among the words every
+/// OpenSSL 3.0 to 4.0 wait ctx has (fds, numadd, numdel, callback,
+/// callback_arg, then status). Anything unexpected leaves the offsets unknown.
+pub fn probe_wait_ctx_layout() {
+    unsafe extern "C" fn s1(_: *mut c_void) -> c_int {
+        1
+    }
+    unsafe extern "C" fn s2(_: *mut c_void) -> c_int {
+        2
+    }
+    const WORDS: usize = 5;
+    // SAFETY: a fresh wait ctx, freed below; only its first WORDS words,
+    // which every supported OpenSSL allocates, are read.
+    unsafe {
+        let w = sys::ASYNC_WAIT_CTX_new();
+        if w.is_null() {
+            return;
+        }
+        let words = w as *const usize;
+        let find = |v: usize| (0..WORDS).find(|&i| ptr::read_volatile(words.add(i)) == v);
+        let found = (|| {
+            sys::ASYNC_WAIT_CTX_set_callback(w, Some(s1), 0x5151_0001 as *mut c_void);
+            let (cb, arg) = (find(s1 as *const () as usize)?, find(0x5151_0001)?);
+            sys::ASYNC_WAIT_CTX_set_callback(w, Some(s2), 0x5252_0002 as *mut c_void);
+            let ok = ptr::read_volatile(words.add(cb)) == s2 as *const () as usize
+                && ptr::read_volatile(words.add(arg)) == 0x5252_0002;
+            ok.then_some((cb, arg))
+        })();
+        sys::ASYNC_WAIT_CTX_free(w);
+        // With counting on, every job start takes the checked path.
+        if let (Some((cb, _arg)), false) = (found, stats::enabled()) {
+            WCTX_CB.store(cb, Ordering::Release);
+        }
+    }
+}
+
+/// Whether `wctx` already carries this shim's trampoline, so the job can
+/// start untouched (a cleared callback is taken off the wait ctx at once).
+/// Reads the field directly (no call, no stack frame) when its offset is
+/// known.
+#[inline(always)]
+pub fn still_wired(wctx: *mut ASYNC_WAIT_CTX) -> bool {
+    let cb_off = WCTX_CB.load(Ordering::Relaxed);
+    if cb_off == usize::MAX || wctx.is_null() {
+        return false;
+    }
+    // SAFETY: wctx is the live wait ctx passed to ASYNC_start_job and the
+    // offset was verified at load time to lie inside it.
+    let cb = unsafe { *(wctx as *const usize).add(cb_off) };
+    cb == trampoline as *const () as usize
+}
+
+/// Puts `slot`'s trampoline on `wctx`, or takes any callback off it.
 fn set_wait_callback(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) {
     let (cb, arg): (sys::ASYNC_callback_fn, *mut c_void) = match slot {
-        Some(s) => (Some(trampoline), s.handle()),
+        Some(s) => {
+            s.wired.store(wctx.cast(), Ordering::Relaxed);
+            (Some(trampoline), s.handle())
+        }
         None => (None, ptr::null_mut()),
     };
-    // SAFETY: wctx is the live wait ctx libssl passes to ASYNC_start_job.
+    // SAFETY: wctx is a live wait ctx: the one libssl passes to
+    // ASYNC_start_job, or the one recorded while its SSL is alive.
     unsafe { sys::ASYNC_WAIT_CTX_set_callback(wctx, cb, arg) };
+}
+
+/// Called when the user clears `slot`'s callback: the wait ctx carrying its
+/// trampoline goes back to wait-fd notification right away, so the
+/// job-start hook never has to look further than the wait ctx.
+pub fn unwire(slot: &Slot) {
+    let w = slot.wired.swap(ptr::null_mut(), Ordering::Relaxed);
+    if !w.is_null() {
+        set_wait_callback(w.cast(), None);
+        debug!("callback cleared: wait ctx back to fd notification");
+    }
 }
 
 /// Makes `wctx` (the wait ctx of `ssl`'s job, about to start or resume)
@@ -70,15 +177,8 @@ pub fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<&'static Slot> {
     // SAFETY: wctx is live; get_callback only writes the two out-params.
     let has = unsafe { sys::ASYNC_WAIT_CTX_get_callback(wctx, &mut cur, &mut cur_arg) } == 1;
     if has && cur.map(|f| f as usize) == Some(trampoline as *const () as usize) {
-        // Already ours: the common case of every job after the first.
-        if let Some(slot) = slots::own(cur_arg) {
-            if slot.callback.load(Ordering::Relaxed) != 0 {
-                return Some(slot);
-            }
-        }
-        set_wait_callback(wctx, None);
-        debug!("callback cleared: wait ctx back to fd notification");
-        return None;
+        // Already ours (clearing takes it off at once, see `unwire`).
+        return slots::own(cur_arg);
     }
     let slot = state::ssl_slot(ssl)?;
     let cb = slot.callback.load(Ordering::Acquire);
@@ -116,7 +216,7 @@ pub fn inherit(ssl: *mut SSL, ctx: *mut sys::SSL_CTX) {
 /// Whether job starts need looking at: some SSL uses the API, or stats are on.
 #[inline(always)]
 pub fn hooked() -> bool {
-    slots::LIVE.load(Ordering::Relaxed) != 0 || stats::enabled()
+    slots::LIVE.load(Ordering::Relaxed) != 0
 }
 
 /// `ASYNC_start_job` when [`hooked`]: wire libssl's jobs, then forward.

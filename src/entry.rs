@@ -114,7 +114,12 @@ pub unsafe extern "C" fn SSL_set_async_callback(
         if r == 1 && active() {
             let cb = callback_word(callback);
             match state::ssl_slot(s) {
-                Some(slot) => slot.callback.store(cb, Ordering::Release),
+                Some(slot) => {
+                    slot.callback.store(cb, Ordering::Release);
+                    if cb == 0 {
+                        bridge::unwire(slot);
+                    }
+                }
                 None if cb != 0 => {
                     state::attach_slot(s, cb, ptr::null_mut()).ok_or(Error::OutOfMemory)?;
                 }
@@ -151,11 +156,25 @@ pub unsafe extern "C" fn SSL_set_async_callback_arg(s: *mut SSL, arg: *mut c_voi
 /// NULL `s` or `status`: 0 with `ERR_R_PASSED_NULL_PARAMETER` queued.
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_async_status(s: *mut SSL, status: *mut c_int) -> c_int {
+    if !s.is_null() && !status.is_null() {
+        if let Some(f) = real::get_status_resolved() {
+            // SAFETY: both pointers are non-NULL and from the caller; the
+            // real getter reads the SSL's wait ctx, which libssl owns.
+            return unsafe { f(s, status) };
+        }
+    }
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { get_async_status_checked(s, status) }
+}
+
+/// NULL arguments (an error entry) or an unresolved real getter.
+#[cold]
+#[inline(never)]
+unsafe fn get_async_status_checked(s: *mut SSL, status: *mut c_int) -> c_int {
     entry!(c"SSL_get_async_status", {
         let s = required(s)?;
         let status = required(status)?;
-        // SAFETY: both pointers are non-NULL and from the caller; the real
-        // getter reads the SSL's wait ctx, which libssl owns.
+        // SAFETY: both pointers are non-NULL and from the caller.
         Ok(unsafe { real_fn(real::real().get_status)?(s, status) })
     })
 }
@@ -220,8 +239,8 @@ pub unsafe extern "C" fn ASYNC_start_job(
     args: *mut c_void,
     size: usize,
 ) -> c_int {
-    if !bridge::hooked() {
-        if let Some(real_start) = real::start_job_resolved() {
+    if let Some(real_start) = real::start_job_resolved() {
+        if !bridge::hooked() || bridge::still_wired(wctx) {
             // SAFETY: forwarding the caller's arguments unchanged.
             return unsafe { real_start(job, wctx, ret, func, args, size) };
         }

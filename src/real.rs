@@ -123,6 +123,7 @@ fn resolve_all() -> Real {
         get_status: resolve!(c"SSL_get_async_status", GetStatusFn, libssl),
     };
     START_JOB.store(real.start_job.map_or(0, |f| f as usize), Ordering::Release);
+    GET_STATUS.store(real.get_status.map_or(0, |f| f as usize), Ordering::Release);
     real
 }
 
@@ -149,6 +150,15 @@ pub fn start_job_resolved() -> Option<StartJobFn> {
     // SAFETY: START_JOB is 0 or a resolved ASYNC_start_job address, and
     // Option<fn> has the null-pointer niche, so 0 maps to None.
     unsafe { mem::transmute::<usize, Option<StartJobFn>>(p) }
+}
+
+static GET_STATUS: AtomicUsize = AtomicUsize::new(0);
+
+/// The real `SSL_get_async_status` once resolved.
+#[inline(always)]
+pub fn get_status_resolved() -> Option<GetStatusFn> {
+    // SAFETY: 0 or a resolved SSL_get_async_status; null-pointer niche.
+    unsafe { mem::transmute::<usize, Option<GetStatusFn>>(GET_STATUS.load(Ordering::Relaxed)) }
 }
 
 /// Whether `func` is code inside libssl.
@@ -271,6 +281,7 @@ pub fn init() {
     });
     match verdict {
         Ok(()) => {
+            crate::bridge::probe_wait_ctx_layout();
             ACTIVE.store(true, Ordering::Release);
             debug!(
                 "active: libssl code {:#x}+{:#x}, built for OpenSSL {}",

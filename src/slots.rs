@@ -29,6 +29,10 @@ pub struct Slot {
     pub callback: AtomicUsize,
     pub arg: AtomicPtr<libc::c_void>,
     pub ssl: AtomicPtr<SSL>,
+    /// The SSL's wait ctx while it carries this slot's trampoline, so that
+    /// clearing the callback can take it off at once and the job-start hook
+    /// only has to look at the wait ctx.
+    pub wired: AtomicPtr<libc::c_void>,
     /// Monotonic nanoseconds of the job start that may pause (stats only).
     pub started_ns: AtomicU64,
 }
@@ -41,6 +45,7 @@ impl Slot {
             callback: AtomicUsize::new(0),
             arg: AtomicPtr::new(ptr::null_mut()),
             ssl: AtomicPtr::new(ptr::null_mut()),
+            wired: AtomicPtr::new(ptr::null_mut()),
             started_ns: AtomicU64::new(0),
         }
     }
@@ -70,10 +75,10 @@ static FREE: Mutex<FreeList> = Mutex::new(FreeList {
 });
 
 fn chunk(index: u32) -> *mut Slot {
-    match CHUNKS.get((index >> CHUNK_BITS) as usize) {
-        Some(c) => c.load(Ordering::Acquire),
-        None => ptr::null_mut(),
+    if index as usize >= MAX_CHUNKS * CHUNK_LEN {
+        return ptr::null_mut();
     }
+    CHUNKS[(index >> CHUNK_BITS) as usize & (MAX_CHUNKS - 1)].load(Ordering::Acquire)
 }
 
 /// The slot with this index, if its chunk exists.
@@ -116,6 +121,7 @@ pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut libc::c_void) -> Option
     let slot = slot_at(index)?;
     slot.ssl.store(ssl, Ordering::Relaxed);
     slot.arg.store(arg, Ordering::Relaxed);
+    slot.wired.store(ptr::null_mut(), Ordering::Relaxed);
     slot.started_ns.store(0, Ordering::Relaxed);
     slot.callback.store(callback, Ordering::Release);
     LIVE.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +134,7 @@ pub fn release(slot: &'static Slot) {
     slot.gen.fetch_add(1, Ordering::AcqRel);
     slot.callback.store(0, Ordering::Relaxed);
     slot.arg.store(ptr::null_mut(), Ordering::Relaxed);
+    slot.wired.store(ptr::null_mut(), Ordering::Relaxed);
     slot.ssl.store(ptr::null_mut(), Ordering::Release);
     LIVE.fetch_sub(1, Ordering::Relaxed);
     FREE.lock().free.push(slot.index);
@@ -240,6 +247,6 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         // The per-SSL memory budget: a slot plus OpenSSL's ex_data entry.
-        assert!(std::mem::size_of::<Slot>() <= 40);
+        assert!(std::mem::size_of::<Slot>() <= 48);
     }
 }

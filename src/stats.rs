@@ -80,6 +80,9 @@ pub fn init_from_env() {
     if std::env::var_os("SSLASYNC_STATS").is_some_and(|v| v != "0" && !v.is_empty()) {
         EPOCH.get_or_init(Instant::now);
         ENABLED.store(true, Ordering::Relaxed);
+        // Counting needs every job start: a permanent count keeps the
+        // job-start hook off its early exit.
+        crate::slots::LIVE.fetch_add(1, Ordering::Relaxed);
         extern "C" fn at_exit() {
             let _ = std::panic::catch_unwind(report);
         }
@@ -104,15 +107,14 @@ pub fn late_registration() {
     }
 }
 
+/// A callback is about to be delivered (only called while counting).
 pub fn callback_delivered(slot: &Slot) {
-    if enabled() {
-        bump(&C.delivered);
-        let start = slot.started_ns.load(Ordering::Relaxed);
-        if start != 0 {
-            let us = now_ns().saturating_sub(start) / 1000;
-            let bucket = (u64::BITS - us.leading_zeros()) as usize;
-            bump(&C.latency[bucket.min(SSLASYNC_LATENCY_BUCKETS - 1)]);
-        }
+    bump(&C.delivered);
+    let start = slot.started_ns.load(Ordering::Relaxed);
+    if start != 0 {
+        let us = now_ns().saturating_sub(start) / 1000;
+        let bucket = (u64::BITS - us.leading_zeros()) as usize;
+        bump(&C.latency[bucket.min(SSLASYNC_LATENCY_BUCKETS - 1)]);
     }
 }
 
