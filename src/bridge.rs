@@ -37,7 +37,7 @@ pub unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
 /// delivery path needs no stack frame.
 #[cold]
 #[inline(never)]
-unsafe fn trampoline_counted(arg: *mut c_void) -> c_int {
+unsafe extern "C" fn trampoline_counted(arg: *mut c_void) -> c_int {
     // SAFETY: same contract.
     unsafe { deliver(arg, true) }
 }
@@ -67,11 +67,11 @@ unsafe fn deliver(handle: *mut c_void, count: bool) -> c_int {
     unsafe { user(target.ssl, target.arg) }
 }
 
-/// A completion nobody may be told about: kept out of line so the
-/// delivery path needs no stack frame of its own.
+/// A completion nobody may be told about: kept out of line (and
+/// non-unwinding, so it is a tail call) so delivery needs no stack frame.
 #[cold]
 #[inline(never)]
-fn dropped(freed: bool) -> c_int {
+extern "C" fn dropped(freed: bool) -> c_int {
     stats::callback_dropped();
     if freed {
         debug!("dropped a completion for an SSL that was already freed");
@@ -85,9 +85,11 @@ fn dropped(freed: bool) -> c_int {
 }
 
 /// Word offset of the callback inside `ASYNC_WAIT_CTX`,
-/// found at load time by [`probe_wait_ctx_layout`]; `usize::MAX` = unknown,
-/// and the job-start hook then always takes its checked path.
-static WCTX_CB: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// found at load time by [`probe_wait_ctx_layout`]. Until then (or if the
+/// layout is not recognised) it is 0, the `fds` list pointer, which never
+/// equals the trampoline's address: the job-start hook then always takes
+/// its checked path.
+static WCTX_CB: AtomicUsize = AtomicUsize::new(0);
 
 /// Finds where a wait ctx keeps its callback and arg by setting two known
 /// pairs through the API and looking for them among the words every
@@ -132,13 +134,12 @@ pub fn probe_wait_ctx_layout() {
 /// known.
 #[inline(always)]
 pub fn still_wired(wctx: *mut ASYNC_WAIT_CTX) -> bool {
-    let cb_off = WCTX_CB.load(Ordering::Relaxed);
-    if cb_off == usize::MAX || wctx.is_null() {
+    if wctx.is_null() {
         return false;
     }
     // SAFETY: wctx is the live wait ctx passed to ASYNC_start_job and the
-    // offset was verified at load time to lie inside it.
-    let cb = unsafe { *(wctx as *const usize).add(cb_off) };
+    // offset is 0 or was verified at load time to lie inside it.
+    let cb = unsafe { *(wctx as *const usize).add(WCTX_CB.load(Ordering::Relaxed)) };
     cb == trampoline as *const () as usize
 }
 
@@ -220,11 +221,12 @@ pub fn hooked() -> bool {
 }
 
 /// `ASYNC_start_job` when [`hooked`]: wire libssl's jobs, then forward.
+/// (`extern "C"` makes it non-unwinding, so the hook can tail-call it.)
 ///
 /// # Safety
 /// The arguments are `ASYNC_start_job`'s, from its caller, unchanged.
 #[inline(never)]
-pub unsafe fn start_job_hooked(
+pub unsafe extern "C" fn start_job_hooked(
     job: *mut *mut sys::ASYNC_JOB,
     wctx: *mut ASYNC_WAIT_CTX,
     ret: *mut c_int,

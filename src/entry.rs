@@ -170,7 +170,7 @@ pub unsafe extern "C" fn SSL_get_async_status(s: *mut SSL, status: *mut c_int) -
 /// NULL arguments (an error entry) or an unresolved real getter.
 #[cold]
 #[inline(never)]
-unsafe fn get_async_status_checked(s: *mut SSL, status: *mut c_int) -> c_int {
+unsafe extern "C" fn get_async_status_checked(s: *mut SSL, status: *mut c_int) -> c_int {
     entry!(c"SSL_get_async_status", {
         let s = required(s)?;
         let status = required(status)?;
