@@ -90,6 +90,27 @@ extern "C" fn dropped(freed: bool) -> c_int {
 /// equals the trampoline's address: the job-start hook then always takes
 /// its checked path.
 static WCTX_CB: AtomicUsize = AtomicUsize::new(0);
+/// Word offset of the callback's argument, likewise (0 never matches a mark).
+static WCTX_ARG: AtomicUsize = AtomicUsize::new(0);
+
+/// Bumped whenever a setter gives an SSL that may already have a wait ctx
+/// its first slot, which invalidates every "no slot" mark at once.
+static SLOTLESS_EPOCH: AtomicUsize = AtomicUsize::new(0);
+
+/// The "this SSL has no slot" mark for the current epoch. It is put in the
+/// argument of a wait ctx whose callback stays NULL (engines never read the
+/// argument then), so later job starts of an SSL that does not use the API
+/// skip the ex_data lookup. Top and bottom bits set: never a pointer, never
+/// a slot handle next to a NULL callback.
+#[inline(always)]
+fn slotless_mark() -> usize {
+    (1 << 63) | (SLOTLESS_EPOCH.load(Ordering::Relaxed) << 1) | 1
+}
+
+/// A setter attached a slot to an SSL that may have run jobs already.
+pub fn slot_attached_late() {
+    SLOTLESS_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Finds where a wait ctx keeps its callback and arg by setting two known
 /// pairs through the API and looking for them among the words every
@@ -122,25 +143,28 @@ pub fn probe_wait_ctx_layout() {
         })();
         sys::ASYNC_WAIT_CTX_free(w);
         // With counting on, every job start takes the checked path.
-        if let (Some((cb, _arg)), false) = (found, stats::enabled()) {
+        if let (Some((cb, arg)), false) = (found, stats::enabled()) {
+            WCTX_ARG.store(arg, Ordering::Release);
             WCTX_CB.store(cb, Ordering::Release);
         }
     }
 }
 
-/// Whether `wctx` already carries this shim's trampoline, so the job can
-/// start untouched (a cleared callback is taken off the wait ctx at once).
-/// Reads the field directly (no call, no stack frame) when its offset is
-/// known.
+/// Whether the job can start untouched: `wctx` already carries this
+/// shim's trampoline (a cleared callback is taken off at once), or it bears
+/// the current "no slot" mark. Reads the fields directly (no call, no stack
+/// frame); until their offsets are known both checks fail.
 #[inline(always)]
-pub fn still_wired(wctx: *mut ASYNC_WAIT_CTX) -> bool {
+pub fn nothing_to_do(wctx: *mut ASYNC_WAIT_CTX) -> bool {
     if wctx.is_null() {
         return false;
     }
+    let words = wctx as *const usize;
     // SAFETY: wctx is the live wait ctx passed to ASYNC_start_job and the
-    // offset is 0 or was verified at load time to lie inside it.
-    let cb = unsafe { *(wctx as *const usize).add(WCTX_CB.load(Ordering::Relaxed)) };
-    cb == trampoline as *const () as usize
+    // offsets are 0 or were verified at load time to lie inside it.
+    let word = |offset: &AtomicUsize| unsafe { *words.add(offset.load(Ordering::Relaxed)) };
+    // The wired case first: it is the one on the callback path.
+    word(&WCTX_CB) == trampoline as *const () as usize || word(&WCTX_ARG) == slotless_mark()
 }
 
 /// Puts `slot`'s trampoline on `wctx`, or takes any callback off it.
@@ -181,7 +205,14 @@ pub fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<&'static Slot> {
         // Already ours (clearing takes it off at once, see `unwire`).
         return slots::own(cur_arg);
     }
-    let slot = state::ssl_slot(ssl)?;
+    let Some(slot) = state::ssl_slot(ssl) else {
+        if !has {
+            // SAFETY: wctx is live; a NULL callback keeps engines on wait
+            // fds, and the mark lets the next job start skip this lookup.
+            unsafe { sys::ASYNC_WAIT_CTX_set_callback(wctx, None, slotless_mark() as *mut c_void) };
+        }
+        return None;
+    };
     let cb = slot.callback.load(Ordering::Acquire);
     if cb != 0 {
         set_wait_callback(wctx, Some(slot));

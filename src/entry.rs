@@ -122,6 +122,7 @@ pub unsafe extern "C" fn SSL_set_async_callback(
                 }
                 None if cb != 0 => {
                     state::attach_slot(s, cb, ptr::null_mut()).ok_or(Error::OutOfMemory)?;
+                    bridge::slot_attached_late();
                 }
                 None => {}
             }
@@ -143,6 +144,7 @@ pub unsafe extern "C" fn SSL_set_async_callback_arg(s: *mut SSL, arg: *mut c_voi
                 Some(slot) => slot.arg.store(arg, Ordering::Release),
                 None if !arg.is_null() => {
                     state::attach_slot(s, 0, arg).ok_or(Error::OutOfMemory)?;
+                    bridge::slot_attached_late();
                 }
                 None => {}
             }
@@ -240,7 +242,7 @@ pub unsafe extern "C" fn ASYNC_start_job(
     size: usize,
 ) -> c_int {
     if let Some(real_start) = real::start_job_resolved() {
-        if !bridge::hooked() || bridge::still_wired(wctx) {
+        if !bridge::hooked() || bridge::nothing_to_do(wctx) {
             // SAFETY: forwarding the caller's arguments unchanged.
             return unsafe { real_start(job, wctx, ret, func, args, size) };
         }
