@@ -64,6 +64,33 @@ int main(void)
     expect(&c, "the following pause", shim);
     tlsd_conn_free(&c);
 
+    /*
+     * Again while another SSL uses the API: the shim then marks the wait
+     * ctx of an SSL without a callback so later job starts skip the lookup,
+     * and a registration must still invalidate that mark.
+     */
+    {
+        tlsd_conn other;
+        static tlsd_tag b1 = { "b1" };
+
+        tlsd_conn_init(&other, sctx, NULL);
+        SSL_set_async_callback(other.server, tlsd_cb_B);
+        SSL_set_async_callback_arg(other.server, &b1);
+        tlsd_conn_init(&c, sctx, NULL);
+        tlsd_handshake(&c);
+        expect(&c, "no callback, another SSL using the API", 0);
+        tlsd_conn_reset(&c);
+        tlsd_handshake(&c);
+        expect(&c, "still none on the next handshake", 0);
+        SSL_set_async_callback(c.server, tlsd_cb_A);
+        SSL_set_async_callback_arg(c.server, &a1);
+        tlsd_conn_reset(&c);
+        tlsd_handshake(&c);
+        expect(&c, "set after two full handshakes", shim);
+        tlsd_conn_free(&c);
+        tlsd_conn_free(&other);
+    }
+
     SSL_CTX_free(sctx);
     return tlsd_end();
 }
