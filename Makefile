@@ -8,7 +8,10 @@
 #   make header     regenerate include/sslasync.h
 #   make install    PREFIX=/usr/local LIBDIR=$(PREFIX)/lib DESTDIR=
 #
-# Build against another OpenSSL: make OPENSSL_DIR=/opt/openssl-3.5
+# Build against another OpenSSL (its own build tree, target/<prefix name>/):
+#   make OPENSSL_DIR=/opt/openssl-3.5 [test|demo]   an installed prefix
+#   make OPENSSL=4.0.3 [test|demo]                  a private build (3.5.5, 4.0.3),
+#                                                   made once into ~/.cache/sslasync
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -19,19 +22,36 @@ CARGO      ?= cargo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
 VERSION    := 0.1.0
-SO         := target/release/libsslasync.so
+TARGET     := target
 CTEST_DIR  := target/ctest
 ASAN_DIR   := target/ctest-asan
-CMAKE_ARGS := -DSSLASYNC_LIB_DIR=$(CURDIR)/target/release -DSSLASYNC_INCLUDE_DIR=$(CURDIR)/include \
-              -DSSLASYNC_WRAPPER=$(CURDIR)/target/release/with-sslasync
+
+ifneq ($(OPENSSL),)
+# The script prints its progress, then the prefix on its last line.
+OPENSSL_DIR := $(shell bash c-tests/matrix/build-openssl.sh $(OPENSSL) | tee /dev/stderr | tail -n 1)
+ifeq ($(OPENSSL_DIR),)
+$(error could not build OpenSSL $(OPENSSL))
+endif
+endif
 
 ifneq ($(OPENSSL_DIR),)
+# Everything built against another OpenSSL lives in its own tree, so the
+# system build (and CMake's cached OpenSSL choice) is never mixed with it.
+OSSL_NAME  := $(notdir $(abspath $(OPENSSL_DIR)))
+TARGET     := target/$(OSSL_NAME)
+CTEST_DIR  := $(TARGET)/ctest
+ASAN_DIR   := $(TARGET)/ctest-asan
 export OPENSSL_DIR
-CMAKE_ARGS += -DOPENSSL_ROOT_DIR=$(OPENSSL_DIR)
-# A CMake cache keeps the OpenSSL it found first: reusing target/ctest would
-# quietly build the C suite against the system OpenSSL again.
-CTEST_DIR  := target/ctest-$(notdir $(abspath $(OPENSSL_DIR)))
-ASAN_DIR   := target/ctest-asan-$(notdir $(abspath $(OPENSSL_DIR)))
+export CARGO_TARGET_DIR := $(CURDIR)/$(TARGET)
+# cargo's own test binary links that libssl but has no rpath to it.
+CARGO_TEST_ENV := LD_LIBRARY_PATH=$(abspath $(OPENSSL_DIR))/lib
+endif
+
+SO         := $(TARGET)/release/libsslasync.so
+CMAKE_ARGS := -DSSLASYNC_LIB_DIR=$(CURDIR)/$(TARGET)/release -DSSLASYNC_INCLUDE_DIR=$(CURDIR)/include \
+              -DSSLASYNC_WRAPPER=$(CURDIR)/$(TARGET)/release/with-sslasync
+ifneq ($(OPENSSL_DIR),)
+CMAKE_ARGS += -DOPENSSL_ROOT_DIR=$(abspath $(OPENSSL_DIR))
 endif
 
 # The preload wrapper, generated next to the library (and installed to BINDIR).
@@ -77,9 +97,9 @@ deps:
 
 lib: deps
 	$(CARGO) build --release
-	ln -sf libsslasync.so target/release/libsslasync.so.0
-	printf '%s\n' "$$WRAPPER" | sed 's|@SO@|$(CURDIR)/$(SO)|' > target/release/with-sslasync
-	chmod 0755 target/release/with-sslasync
+	ln -sf libsslasync.so $(TARGET)/release/libsslasync.so.0
+	printf '%s\n' "$$WRAPPER" | sed 's|@SO@|$(CURDIR)/$(SO)|' > $(TARGET)/release/with-sslasync
+	chmod 0755 $(TARGET)/release/with-sslasync
 
 header:
 	SSLASYNC_BLESS=1 $(CARGO) test --release header
@@ -90,7 +110,7 @@ test: test-rust test-c test-asan
 test-rust: lib
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
-	$(CARGO) test --release
+	$(CARGO_TEST_ENV) $(CARGO) test --release
 
 test-c: lib
 	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=OFF >/dev/null
@@ -111,7 +131,7 @@ bench: lib
 	@sh .ci/deps bench
 	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS)
-	SSLASYNC_SHIM=$(CURDIR)/$(SO) SSLASYNC_BUILD_DIR=$(CURDIR)/$(CTEST_DIR) BENCH_OUT=$(CURDIR)/target/bench \
+	SSLASYNC_SHIM=$(CURDIR)/$(SO) SSLASYNC_BUILD_DIR=$(CURDIR)/$(CTEST_DIR) BENCH_OUT=$(CURDIR)/$(TARGET)/bench \
 		sh benches/run.sh
 
 matrix: lib
