@@ -19,14 +19,6 @@ static int (*const p_ssl_arg)(SSL *, void *) = SSL_set_async_callback_arg;
 static int (*const p_status)(SSL *, int *) = SSL_get_async_status;
 static int (*const p_cb_type)(SSL *, void *) = tlsd_cb_A;
 
-#define EXPECT_RET(call, want)                                              \
-    do {                                                                    \
-        int r_ = (call);                                                    \
-        TLSD_CHECK(r_ == (want), "%s returned %d", #call, r_);              \
-        TLSD_CHECK(ERR_peek_error() == 0, "%s left an error", #call);       \
-        tlsd_say("%s = %d", #call, r_);                                     \
-    } while (0)
-
 int main(void)
 {
     static tlsd_tag a1 = { "a1" };
@@ -40,23 +32,23 @@ int main(void)
     sctx = tlsd_server_ctx("ec", 0);
     ERR_clear_error();
 
-    EXPECT_RET(p_ctx_cb(sctx, tlsd_cb_A), 1);
-    EXPECT_RET(p_ctx_cb(sctx, NULL), 1);
-    EXPECT_RET(p_ctx_cb(sctx, tlsd_cb_A), 1);
-    EXPECT_RET(p_ctx_arg(sctx, &a1), 1);
-    EXPECT_RET(p_ctx_arg(sctx, NULL), 1);
-    EXPECT_RET(p_ctx_arg(sctx, &a1), 1);
+    TLSD_EXPECT_RET(p_ctx_cb(sctx, tlsd_cb_A), 1);
+    TLSD_EXPECT_RET(p_ctx_cb(sctx, NULL), 1);
+    TLSD_EXPECT_RET(p_ctx_cb(sctx, tlsd_cb_A), 1);
+    TLSD_EXPECT_RET(p_ctx_arg(sctx, &a1), 1);
+    TLSD_EXPECT_RET(p_ctx_arg(sctx, NULL), 1);
+    TLSD_EXPECT_RET(p_ctx_arg(sctx, &a1), 1);
 
     tlsd_conn_init(&c, sctx, NULL);
     s = c.server;
-    EXPECT_RET(p_ssl_cb(s, tlsd_cb_B), 1);
-    EXPECT_RET(p_ssl_cb(s, NULL), 1);
-    EXPECT_RET(p_ssl_cb(s, tlsd_cb_A), 1);
-    EXPECT_RET(p_ssl_arg(s, NULL), 1);
-    EXPECT_RET(p_ssl_arg(s, &a1), 1);
+    TLSD_EXPECT_RET(p_ssl_cb(s, tlsd_cb_B), 1);
+    TLSD_EXPECT_RET(p_ssl_cb(s, NULL), 1);
+    TLSD_EXPECT_RET(p_ssl_cb(s, tlsd_cb_A), 1);
+    TLSD_EXPECT_RET(p_ssl_arg(s, NULL), 1);
+    TLSD_EXPECT_RET(p_ssl_arg(s, &a1), 1);
 
     status = 12345;
-    EXPECT_RET(p_status(s, &status), 0);
+    TLSD_EXPECT_RET(p_status(s, &status), 0);
     TLSD_CHECK(status == 12345, "status written before the first job: %d", status);
     tlsd_say("before the first job: *status untouched");
 
@@ -64,15 +56,15 @@ int main(void)
     TLSD_CHECK(strcmp(tlsd_log(&c), "A(a1)") == 0, "callbacks: %s", tlsd_log(&c));
     tlsd_say("handshake: callbacks %s", tlsd_log(&c));
     status = 12345;
-    EXPECT_RET(p_status(s, &status), 1);
+    TLSD_EXPECT_RET(p_status(s, &status), 1);
     TLSD_CHECK(status == ASYNC_STATUS_OK, "status %d", status);
     tlsd_say("after the handshake: status %d (ASYNC_STATUS_OK)", status);
 
     /* The setters keep returning 1 after the SSL's first job too. */
-    EXPECT_RET(p_ssl_cb(s, tlsd_cb_A), 1);
-    EXPECT_RET(p_ssl_arg(s, &a1), 1);
-    EXPECT_RET(p_ctx_cb(sctx, tlsd_cb_B), 1);
-    EXPECT_RET(p_ctx_arg(sctx, NULL), 1);
+    TLSD_EXPECT_RET(p_ssl_cb(s, tlsd_cb_A), 1);
+    TLSD_EXPECT_RET(p_ssl_arg(s, &a1), 1);
+    TLSD_EXPECT_RET(p_ctx_cb(sctx, tlsd_cb_B), 1);
+    TLSD_EXPECT_RET(p_ctx_arg(sctx, NULL), 1);
     tlsd_conn_free(&c);
 
     /* Without SSL_MODE_ASYNC no job ever runs, so there is never a status. */
@@ -81,7 +73,7 @@ int main(void)
     tlsd_conn_init(&c, plain, NULL);
     tlsd_handshake(&c);
     status = 12345;
-    EXPECT_RET(p_status(c.server, &status), 0);
+    TLSD_EXPECT_RET(p_status(c.server, &status), 0);
     TLSD_CHECK(status == 12345, "status %d", status);
     TLSD_CHECK(c.want_async == 0, "WANT_ASYNC without SSL_MODE_ASYNC");
     tlsd_say("no SSL_MODE_ASYNC: handshake without a job, status stays unset");

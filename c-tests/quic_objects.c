@@ -22,25 +22,17 @@ int main(void)
 }
 #else
 
-#define EXPECT_RET(call, want)                                              \
-    do {                                                                    \
-        int r_ = (call);                                                    \
-        TLSD_CHECK(r_ == (want), "%s returned %d", #call, r_);              \
-        TLSD_CHECK(ERR_peek_error() == 0, "%s left an error", #call);       \
-        tlsd_say("%s = %d", #call, r_);                                     \
-    } while (0)
-
 static void probe(const char *what, SSL *s, int want_set)
 {
     static tlsd_tag a1 = { "a1" };
     int status = 12345;
 
     tlsd_say("%s:", what);
-    EXPECT_RET(SSL_set_async_callback(s, tlsd_cb_A), want_set);
-    EXPECT_RET(SSL_set_async_callback_arg(s, &a1), want_set);
-    EXPECT_RET(SSL_set_async_callback(s, NULL), want_set);
-    EXPECT_RET(SSL_set_async_callback_arg(s, NULL), want_set);
-    EXPECT_RET(SSL_get_async_status(s, &status), 0);
+    TLSD_EXPECT_RET(SSL_set_async_callback(s, tlsd_cb_A), want_set);
+    TLSD_EXPECT_RET(SSL_set_async_callback_arg(s, &a1), want_set);
+    TLSD_EXPECT_RET(SSL_set_async_callback(s, NULL), want_set);
+    TLSD_EXPECT_RET(SSL_set_async_callback_arg(s, NULL), want_set);
+    TLSD_EXPECT_RET(SSL_get_async_status(s, &status), 0);
     TLSD_CHECK(status == 12345, "%s: status written: %d", what, status);
 }
 
@@ -56,8 +48,8 @@ int main(void)
     cctx = SSL_CTX_new(OSSL_QUIC_client_method());
     TLSD_CHECK(cctx != NULL, "SSL_CTX_new(OSSL_QUIC_client_method())");
     /* Set before SSL_new, so the shim's SSL_new copies from a QUIC CTX. */
-    EXPECT_RET(SSL_CTX_set_async_callback(cctx, tlsd_cb_B), 1);
-    EXPECT_RET(SSL_CTX_set_async_callback_arg(cctx, &c1), 1);
+    TLSD_EXPECT_RET(SSL_CTX_set_async_callback(cctx, tlsd_cb_B), 1);
+    TLSD_EXPECT_RET(SSL_CTX_set_async_callback_arg(cctx, &c1), 1);
 
     conn = SSL_new(cctx);
     TLSD_CHECK(conn != NULL, "SSL_new on a QUIC client CTX");

@@ -245,7 +245,8 @@ pub fn inherit(ssl: *mut SSL, ctx: *mut sys::SSL_CTX) {
     }
 }
 
-/// Whether job starts need looking at: some SSL uses the API, or stats are on.
+/// Whether job starts need looking at: some SSL uses the API, or stats are
+/// on (counting holds one permanent count in `LIVE`, so this is one load).
 #[inline(always)]
 pub fn hooked() -> bool {
     slots::LIVE.load(Ordering::Relaxed) != 0
@@ -280,15 +281,18 @@ pub unsafe extern "C" fn start_job_hooked(
     // libssl's ssl_start_async_job and args points at its struct
     // ssl_async_args, whose first member is the public SSL*.
     let ssl = unsafe { *args.cast::<*mut SSL>() };
-    let slot = wire(ssl, wctx);
+    // This function cannot unwind (extern "C" would abort the host), so a
+    // panic in the shim's own code degrades to forwarding the job untouched.
+    let slot = std::panic::catch_unwind(|| wire(ssl, wctx)).unwrap_or(None);
     if !stats::enabled() {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real_start(job, wctx, ret, func, args, size) };
     }
-    stats::job_starting(slot);
+    let _ = std::panic::catch_unwind(|| stats::job_starting(slot));
     // SAFETY: forwarding the caller's arguments unchanged.
     let r = unsafe { real_start(job, wctx, ret, func, args, size) };
     // SAFETY: wctx is the SSL's wait ctx, alive across the call.
-    stats::job_returned(r, unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) });
+    let status = unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) };
+    let _ = std::panic::catch_unwind(|| stats::job_returned(r, status));
     r
 }

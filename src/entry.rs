@@ -1,6 +1,8 @@
 //! The exported OpenSSL functions, all written in one idiom: check pointers,
 //! run the body behind `catch_unwind`, turn failure into 0 plus an entry on
-//! the OpenSSL error queue.
+//! the OpenSSL error queue. The getter, called on every event, first tries a
+//! frame-free forward (two NULL checks and a tail call; nothing that can
+//! panic) and takes the same idiom for everything else.
 //!
 //! Each setter first calls the real OpenSSL setter, which keeps libssl's own
 //! fields (and its return value, e.g. 0 for a QUIC object on 3.2+) exactly

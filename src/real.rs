@@ -46,8 +46,10 @@ pub struct Real {
 }
 
 static REAL: OnceLock<Real> = OnceLock::new();
-/// `Real::start_job` again, as a plain word for the hot path.
+/// `Real::start_job` and `Real::get_status` again, as plain words for the
+/// hot paths (one load instead of the `OnceLock` check and an `Option`).
 static START_JOB: AtomicUsize = AtomicUsize::new(0);
+static GET_STATUS: AtomicUsize = AtomicUsize::new(0);
 /// libssl's executable segment: a job whose entry point lies outside it was
 /// not started by libssl, so its args are not `struct ssl_async_args`.
 static TEXT_START: AtomicUsize = AtomicUsize::new(0);
@@ -132,15 +134,10 @@ pub fn real() -> &'static Real {
     REAL.get_or_init(resolve_all)
 }
 
-/// The real `ASYNC_start_job`, as cheaply as possible.
+/// The real `ASYNC_start_job`, resolving it first if nothing has yet.
 #[inline]
 pub fn start_job() -> Option<StartJobFn> {
-    let p = START_JOB.load(Ordering::Acquire);
-    if p == 0 {
-        return real().start_job;
-    }
-    // SAFETY: START_JOB only ever holds a resolved ASYNC_start_job address.
-    Some(unsafe { mem::transmute::<usize, StartJobFn>(p) })
+    start_job_resolved().or_else(|| real().start_job)
 }
 
 /// The real `ASYNC_start_job` once resolved: a single load for the hot path.
@@ -151,8 +148,6 @@ pub fn start_job_resolved() -> Option<StartJobFn> {
     // Option<fn> has the null-pointer niche, so 0 maps to None.
     unsafe { mem::transmute::<usize, Option<StartJobFn>>(p) }
 }
-
-static GET_STATUS: AtomicUsize = AtomicUsize::new(0);
 
 /// The real `SSL_get_async_status` once resolved.
 #[inline(always)]

@@ -60,8 +60,9 @@ impl Slot {
 static CHUNKS: [AtomicPtr<Slot>; MAX_CHUNKS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
 
-/// Slots currently owned by an SSL. Zero means no SSL in the process uses the
-/// API, which lets the job-start hook skip everything.
+/// Slots currently owned by an SSL, plus one while stats are counting. Zero
+/// means no SSL in the process uses the API, which lets the job-start hook
+/// skip everything.
 pub static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 struct FreeList {
