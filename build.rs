@@ -1,9 +1,14 @@
-//! Generates `sys.rs` declarations that `openssl-sys` lacks (the `ASYNC_*`
-//! API and constants) from the installed OpenSSL headers, and sets the
-//! library's soname, rpath and exported-symbol list.
+//! Build script: bindgen declarations for the `ASYNC_*` API that `openssl-sys`
+//! lacks, and the exported-symbol machinery generated from `src/exports.list`.
+//!
+//! The list is the one source of what the library exports. From it this
+//! script writes the linker's version script and the `.symver` directives
+//! that give every symbol its version node, and it refuses to build when an
+//! item in `src/` asks to be exported without being on the list.
 
 use std::env;
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 fn main() {
     // openssl-sys (links = "openssl") tells dependents where the headers are
@@ -13,18 +18,151 @@ fn main() {
     let version =
         env::var("DEP_OPENSSL_VERSION_NUMBER").expect("openssl-sys did not report a version");
     let version = u64::from_str_radix(&version, 16).expect("hex OpenSSL version");
-    if version < 0x3000_0000 {
-        panic!(
+    let node = match version >> 28 {
+        3 => "OPENSSL_3.0.0",
+        4 => "OPENSSL_4.0.0",
+        _ => panic!(
             "sslasync needs OpenSSL 3.0 or later (found {version:#x}): older releases have no \
              async callback in ASYNC_WAIT_CTX"
-        );
-    }
-    println!("cargo:rustc-env=SSLASYNC_BUILT_OPENSSL={version:#x}");
+        ),
+    };
     println!("cargo:rerun-if-env-changed=OPENSSL_DIR");
     println!("cargo:rerun-if-env-changed=OPENSSL_LIB_DIR");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/exports.map");
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rustc-env=SSLASYNC_OPENSSL_NODE={node}");
 
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let exports = read_exports(&root.join("src/exports.list"), node);
+    check_sources(&root.join("src"), &exports);
+    write_exports(&out, &exports);
+    bindings(&include, &out);
+
+    // Only the cdylib gets the linker flags; cargo's test binaries are no shim.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsslasync.so.0");
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        out.join("exports.map").display()
+    );
+    // A private OpenSSL build (OPENSSL_DIR) must be found at run time without
+    // LD_LIBRARY_PATH, or the shim would silently load the system one.
+    if let Ok(dir) =
+        env::var("OPENSSL_LIB_DIR").or_else(|_| env::var("OPENSSL_DIR").map(|d| format!("{d}/lib")))
+    {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{dir}");
+    }
+}
+
+/// The shim's own version node.
+const OWN_NODE: &str = "SSLASYNC_0";
+
+struct Export {
+    name: String,
+    node: &'static str,
+}
+
+fn read_exports(path: &Path, openssl_node: &'static str) -> Vec<Export> {
+    let text = fs::read_to_string(path).expect("src/exports.list");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let (Some(name), Some(kind), None) = (words.next(), words.next(), words.next()) else {
+                panic!("src/exports.list: `{l}` is not `NAME NODE`");
+            };
+            let node = match kind {
+                "openssl" => openssl_node,
+                "sslasync" => OWN_NODE,
+                _ => panic!("src/exports.list: unknown node `{kind}` for {name}"),
+            };
+            Export {
+                name: name.to_string(),
+                node,
+            }
+        })
+        .collect()
+}
+
+/// rustc exports every `#[no_mangle]` item whatever the version script says,
+/// so the list is enforced here: the `entry!` macro (entry.rs) is the one
+/// place allowed to write the attribute for OpenSSL's functions (and checks
+/// its names against the list at compile time); any other `#[no_mangle]`
+/// must name one of the shim's own listed functions.
+fn check_sources(src: &Path, exports: &[Export]) {
+    for file in fs::read_dir(src).expect("src/") {
+        let path = file.expect("src entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).expect("source file");
+        let lines: Vec<&str> = text.lines().collect();
+        let in_macro = path.file_name().and_then(|n| n.to_str()) == Some("entry.rs");
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if !(code.contains("no_mangle") || code.contains("export_name")) {
+                continue;
+            }
+            if in_macro && code.trim() == "#[no_mangle]" {
+                continue; // the entry! macro's own expansion
+            }
+            let name = lines[i..]
+                .iter()
+                .find_map(|l| l.split("fn ").nth(1))
+                .and_then(|rest| rest.split('(').next())
+                .map(str::trim)
+                .unwrap_or("?");
+            if !exports.iter().any(|e| e.name == name && e.node == OWN_NODE) {
+                panic!(
+                    "{}:{}: `{name}` asks to be exported but src/exports.list does not list it \
+                     as the shim's own (OpenSSL functions go through entry!)",
+                    path.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+fn write_exports(out: &Path, exports: &[Export]) {
+    let mut map = String::from("/* Generated by build.rs from src/exports.list. */\n");
+    let mut nodes: Vec<&str> = Vec::new();
+    for e in exports {
+        if !nodes.contains(&e.node) {
+            nodes.push(e.node);
+        }
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        map.push_str(&format!("{node} {{\n  global:\n"));
+        for e in exports.iter().filter(|e| e.node == *node) {
+            map.push_str(&format!("    {};\n", e.name));
+        }
+        if i == 0 {
+            map.push_str("  local:\n    *;\n");
+        }
+        map.push_str("};\n");
+    }
+    fs::write(out.join("exports.map"), map).expect("write exports.map");
+
+    let mut rs = String::from("// Generated by build.rs from src/exports.list.\n\n");
+    rs.push_str("/// Every exported symbol with its version node.\n");
+    rs.push_str("pub const EXPORTS: &[(&str, &str)] = &[\n");
+    for e in exports {
+        rs.push_str(&format!("    ({:?}, {:?}),\n", e.name, e.node));
+    }
+    rs.push_str("];\n\n");
+    // The directives name the symbol itself: with them the linker writes the
+    // versioned name only (cargo's test binaries have no version script).
+    rs.push_str("#[cfg(not(test))]\ncore::arch::global_asm!(\n");
+    for e in exports {
+        rs.push_str(&format!("    \".symver {0}, {0}@@{1}\",\n", e.name, e.node));
+    }
+    rs.push_str(");\n");
+    fs::write(out.join("exports.rs"), rs).expect("write exports.rs");
+}
+
+fn bindings(include: &str, out: &Path) {
     let bindings = bindgen::Builder::default()
         .header_contents(
             "wrapper.h",
@@ -42,6 +180,7 @@ fn main() {
         .allowlist_var("ERR_LIB_SSL")
         .allowlist_var("ERR_R_(PASSED_NULL_PARAMETER|MALLOC_FAILURE|INTERNAL_ERROR)")
         .allowlist_var("OPENSSL_VERSION_MAJOR")
+        .allowlist_var("SSL_MODE_ASYNC|SSL_CTRL_MODE")
         .blocklist_type("SSL|SSL_CTX|ssl_st|ssl_ctx_st")
         .opaque_type("async_wait_ctx_st")
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
@@ -49,21 +188,7 @@ fn main() {
         .generate_comments(false)
         .generate()
         .expect("bindgen over the OpenSSL headers");
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("openssl_async.rs");
-    bindings.write_to_file(&out).expect("write bindings");
-
-    // Only the cdylib gets the linker flags; the rlib is for cargo's own tests.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsslasync.so.0");
-    let map = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("src/exports.map");
-    println!(
-        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
-        map.display()
-    );
-    // A private OpenSSL build (OPENSSL_DIR) must be found at run time without
-    // LD_LIBRARY_PATH, or the shim would silently load the system one.
-    if let Ok(dir) =
-        env::var("OPENSSL_LIB_DIR").or_else(|_| env::var("OPENSSL_DIR").map(|d| format!("{d}/lib")))
-    {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{dir}");
-    }
+    bindings
+        .write_to_file(out.join("openssl_async.rs"))
+        .expect("write bindings");
 }

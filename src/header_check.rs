@@ -1,12 +1,20 @@
-//! Keeps the committed C header in step with the Rust sources: regenerates
-//! it with cbindgen and fails if `include/sslasync.h` differs.
+//! Keeps the committed C header in step with the Rust sources and the
+//! package version: regenerates it with cbindgen, fails if it differs.
 
 use std::path::Path;
 
 #[test]
 fn committed_header_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config =
+        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    // Cargo.toml's version is the only source of the header's.
+    config.after_includes = Some(format!(
+        "\n/* The version of sslasync this header belongs to (sslasync_version()). */\n\
+         #define SSLASYNC_VERSION \"{}\"\n{}",
+        env!("CARGO_PKG_VERSION"),
+        config.after_includes.unwrap_or_default()
+    ));
     let mut fresh = Vec::new();
     cbindgen::Builder::new()
         .with_crate(root)

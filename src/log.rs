@@ -1,4 +1,4 @@
-//! Opt-in tracing to stderr: silent unless `SSLASYNC_LOG=debug`.
+//! Opt-in tracing to stderr: silent unless `SSLASYNC_LOG=debug` (or `trace`).
 //! Only slow paths (setup, state changes, dropped callbacks) ever trace.
 
 use std::sync::atomic::{AtomicBool, Ordering};

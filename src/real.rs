@@ -1,77 +1,90 @@
-//! The real OpenSSL behind the shim: the functions it interposes or wraps,
-//! libssl's code range, and the load-time self-check that makes it inert.
+//! The real OpenSSL behind the shim: each interposed function resolved for
+//! the version node the shim was built for, and the load-time self-check.
 //!
-//! The shim only acts when it is really in front of libssl (its symbols win)
-//! and the process runs the OpenSSL major it was built for; otherwise every
-//! export forwards to the real function and one line on stderr says why.
+//! The shim acts only when its symbols win for that node, the process's
+//! libssl is the one it was built against, and the OpenSSL major matches;
+//! `lib.rs` makes it inert (every export a pure forward) otherwise.
 
 use std::ffi::{CStr, CString};
 use std::mem;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 
 use libc::{c_int, c_void};
 
-use crate::log::debug;
 use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
 use crate::SSL_async_callback_fn;
 
-pub type StartJobFn = unsafe extern "C" fn(
-    *mut *mut ASYNC_JOB,
-    *mut ASYNC_WAIT_CTX,
-    *mut c_int,
-    ASYNC_job_fn,
-    *mut c_void,
-    usize,
-) -> c_int;
-pub type SslNewFn = unsafe extern "C" fn(*mut SSL_CTX) -> *mut SSL;
-pub type SslDupFn = unsafe extern "C" fn(*mut SSL) -> *mut SSL;
-pub type CtxSetCbFn = unsafe extern "C" fn(*mut SSL_CTX, SSL_async_callback_fn) -> c_int;
-pub type CtxSetArgFn = unsafe extern "C" fn(*mut SSL_CTX, *mut c_void) -> c_int;
-pub type SslSetCbFn = unsafe extern "C" fn(*mut SSL, SSL_async_callback_fn) -> c_int;
-pub type SslSetArgFn = unsafe extern "C" fn(*mut SSL, *mut c_void) -> c_int;
-pub type GetStatusFn = unsafe extern "C" fn(*mut SSL, *mut c_int) -> c_int;
+/// The version node of the OpenSSL the shim was built for (exports.list's
+/// "openssl"): the shim looks up, and captures, only that OpenSSL's symbols.
+pub const NODE: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("SSLASYNC_OPENSSL_NODE"), "\0").as_bytes()) {
+        Ok(node) => node,
+        Err(_) => panic!("SSLASYNC_OPENSSL_NODE"),
+    };
 
-/// The next definition of each symbol after the shim (the real OpenSSL).
-pub struct Real {
-    pub ssl_new: Option<SslNewFn>,
-    pub ssl_dup: Option<SslDupFn>,
-    pub start_job: Option<StartJobFn>,
-    pub ctx_set_callback: Option<CtxSetCbFn>,
-    pub ctx_set_arg: Option<CtxSetArgFn>,
-    pub set_callback: Option<SslSetCbFn>,
-    pub set_arg: Option<SslSetArgFn>,
-    pub get_status: Option<GetStatusFn>,
+macro_rules! real_fns {
+    ($($name:ident: fn($($arg:ty),*) -> $ret:ty;)*) => {
+        /// Resolved addresses, 0 until [`resolve_all`] ran.
+        #[allow(non_upper_case_globals)]
+        mod cell {
+            use std::sync::atomic::AtomicUsize;
+            $(pub static $name: AtomicUsize = AtomicUsize::new(0);)*
+        }
+        $(
+            /// The real function of this name (one load), once resolved.
+            #[allow(non_snake_case)]
+            #[inline(always)]
+            pub fn $name() -> Option<unsafe extern "C" fn($($arg),*) -> $ret> {
+                let p = cell::$name.load(Ordering::Relaxed);
+                // SAFETY: 0 or the address dlvsym gave for this name, whose C
+                // prototype the type mirrors; Option<fn> has the NULL niche.
+                unsafe { mem::transmute::<usize, Option<unsafe extern "C" fn($($arg),*) -> $ret>>(p) }
+            }
+        )*
+        /// Resolves every real function (idempotent).
+        pub fn resolve_all() {
+            let fallbacks = [
+                handle_of(sys::SSL_get_ex_data as *const () as usize),
+                handle_of(sys::CRYPTO_get_ex_data as *const () as usize),
+            ];
+            $(
+                let name = concat!(stringify!($name), "\0").as_bytes();
+                let name = CStr::from_bytes_with_nul(name).unwrap_or(c"");
+                cell::$name.store(lookup(name, &fallbacks) as usize, Ordering::Relaxed);
+            )*
+        }
+    };
 }
 
-static REAL: OnceLock<Real> = OnceLock::new();
-/// `Real::start_job` and `Real::get_status` again, as plain words for the
-/// hot paths (one load instead of the `OnceLock` check and an `Option`).
-static START_JOB: AtomicUsize = AtomicUsize::new(0);
-static GET_STATUS: AtomicUsize = AtomicUsize::new(0);
-/// libssl's executable segment: a job whose entry point lies outside it was
-/// not started by libssl, so its args are not `struct ssl_async_args`.
-static TEXT_START: AtomicUsize = AtomicUsize::new(0);
-static TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-
-/// Whether the self-check passed and the shim's own behaviour is on.
-#[inline]
-pub fn active() -> bool {
-    ACTIVE.load(Ordering::Acquire)
+real_fns! {
+    SSL_CTX_set_async_callback: fn(*mut SSL_CTX, SSL_async_callback_fn) -> c_int;
+    SSL_CTX_set_async_callback_arg: fn(*mut SSL_CTX, *mut c_void) -> c_int;
+    SSL_set_async_callback: fn(*mut SSL, SSL_async_callback_fn) -> c_int;
+    SSL_set_async_callback_arg: fn(*mut SSL, *mut c_void) -> c_int;
+    SSL_get_async_status: fn(*mut SSL, *mut c_int) -> c_int;
+    SSL_new: fn(*mut SSL_CTX) -> *mut SSL;
+    SSL_dup: fn(*mut SSL) -> *mut SSL;
+    ASYNC_start_job: fn(*mut *mut ASYNC_JOB, *mut ASYNC_WAIT_CTX, *mut c_int, ASYNC_job_fn,
+                        *mut c_void, usize) -> c_int;
 }
 
-/// Looks `name` up after the shim, falling back to the libssl/libcrypto the
-/// shim was linked against (RTLD_NEXT misses them if they load before us).
-fn lookup(name: &CStr, fallback: *mut c_void) -> *mut c_void {
-    // SAFETY: dlsym with a NUL-terminated name is always safe to call.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-    if !p.is_null() || fallback.is_null() {
+/// `name` at the shim's node after the shim, else in the libssl/libcrypto
+/// the shim was linked against (RTLD_NEXT misses them if they load first).
+fn lookup(name: &CStr, fallbacks: &[*mut c_void]) -> *mut c_void {
+    // SAFETY: dlvsym with NUL-terminated name and version is always safe.
+    let p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr(), NODE.as_ptr()) };
+    if !p.is_null() {
         return p;
     }
-    // SAFETY: fallback is a handle from dlopen(RTLD_NOLOAD).
-    unsafe { libc::dlsym(fallback, name.as_ptr()) }
+    for &h in fallbacks.iter().filter(|h| !h.is_null()) {
+        // SAFETY: h is a handle from dlopen(RTLD_NOLOAD).
+        let p = unsafe { libc::dlvsym(h, name.as_ptr(), NODE.as_ptr()) };
+        if !p.is_null() {
+            return p;
+        }
+    }
+    ptr::null_mut()
 }
 
 /// A handle on the already-loaded object containing `addr`.
@@ -102,69 +115,8 @@ fn object_of(addr: usize) -> Option<(usize, CString)> {
     Some((info.dli_fbase as usize, name))
 }
 
-macro_rules! resolve {
-    ($name:literal, $ty:ty, $fallback:expr) => {{
-        let p = lookup($name, $fallback);
-        // SAFETY: a non-NULL dlsym result for this OpenSSL name is that
-        // function, whose C prototype $ty mirrors.
-        (!p.is_null()).then(|| unsafe { mem::transmute::<*mut c_void, $ty>(p) })
-    }};
-}
-
-fn resolve_all() -> Real {
-    let libssl = handle_of(sys::SSL_get_ex_data as *const () as usize);
-    let libcrypto = handle_of(sys::CRYPTO_get_ex_data as *const () as usize);
-    let real = Real {
-        ssl_new: resolve!(c"SSL_new", SslNewFn, libssl),
-        ssl_dup: resolve!(c"SSL_dup", SslDupFn, libssl),
-        start_job: resolve!(c"ASYNC_start_job", StartJobFn, libcrypto),
-        ctx_set_callback: resolve!(c"SSL_CTX_set_async_callback", CtxSetCbFn, libssl),
-        ctx_set_arg: resolve!(c"SSL_CTX_set_async_callback_arg", CtxSetArgFn, libssl),
-        set_callback: resolve!(c"SSL_set_async_callback", SslSetCbFn, libssl),
-        set_arg: resolve!(c"SSL_set_async_callback_arg", SslSetArgFn, libssl),
-        get_status: resolve!(c"SSL_get_async_status", GetStatusFn, libssl),
-    };
-    START_JOB.store(real.start_job.map_or(0, |f| f as usize), Ordering::Release);
-    GET_STATUS.store(real.get_status.map_or(0, |f| f as usize), Ordering::Release);
-    real
-}
-
-/// The real functions (resolved on first use, even before the constructor).
-pub fn real() -> &'static Real {
-    REAL.get_or_init(resolve_all)
-}
-
-/// The real `ASYNC_start_job`, resolving it first if nothing has yet.
-#[inline]
-pub fn start_job() -> Option<StartJobFn> {
-    start_job_resolved().or_else(|| real().start_job)
-}
-
-/// The real `ASYNC_start_job` once resolved: a single load for the hot path.
-#[inline(always)]
-pub fn start_job_resolved() -> Option<StartJobFn> {
-    let p = START_JOB.load(Ordering::Relaxed);
-    // SAFETY: START_JOB is 0 or a resolved ASYNC_start_job address, and
-    // Option<fn> has the null-pointer niche, so 0 maps to None.
-    unsafe { mem::transmute::<usize, Option<StartJobFn>>(p) }
-}
-
-/// The real `SSL_get_async_status` once resolved.
-#[inline(always)]
-pub fn get_status_resolved() -> Option<GetStatusFn> {
-    // SAFETY: 0 or a resolved SSL_get_async_status; null-pointer niche.
-    unsafe { mem::transmute::<usize, Option<GetStatusFn>>(GET_STATUS.load(Ordering::Relaxed)) }
-}
-
-/// Whether `func` is code inside libssl.
-#[inline]
-pub fn in_libssl(func: ASYNC_job_fn) -> bool {
-    let f = func.map_or(0, |f| f as usize);
-    f.wrapping_sub(TEXT_START.load(Ordering::Relaxed)) < TEXT_LEN.load(Ordering::Relaxed)
-}
-
 /// Finds the executable PT_LOAD segment of the object containing `addr`.
-fn text_segment(addr: usize) -> Option<(usize, usize)> {
+fn code_segment(addr: usize) -> Option<(usize, usize)> {
     struct Search {
         addr: usize,
         found: Option<(usize, usize)>,
@@ -198,14 +150,18 @@ fn text_segment(addr: usize) -> Option<(usize, usize)> {
     search.found
 }
 
-/// The address of the first definition of `name` in the global scope.
-fn global(name: &CStr) -> usize {
-    // SAFETY: dlsym with a NUL-terminated name is always safe to call.
-    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+/// The OpenSSL major version the shim was compiled against.
+pub fn built_major() -> u64 {
+    sys::OPENSSL_VERSION_MAJOR as u64
+}
+
+/// What the self-check found when it passed: libssl's code segment.
+pub struct Verdict {
+    pub libssl_code: (usize, usize),
 }
 
 /// Why the shim cannot act in this process, if it cannot.
-fn self_check(real: &Real) -> Result<(), String> {
+pub fn self_check() -> Result<Verdict, String> {
     let me = object_of(self_check as *const () as usize).map(|o| o.0);
     for name in [
         c"SSL_set_async_callback",
@@ -213,17 +169,25 @@ fn self_check(real: &Real) -> Result<(), String> {
         c"SSL_dup",
         c"ASYNC_start_job",
     ] {
-        let winner = object_of(global(name));
+        // SAFETY: dlvsym with NUL-terminated strings is always safe to call.
+        let first =
+            unsafe { libc::dlvsym(libc::RTLD_DEFAULT, name.as_ptr(), NODE.as_ptr()) } as usize;
+        let winner = object_of(first);
         if winner.as_ref().map(|o| o.0) != me {
             let who = winner.map_or("nothing".into(), |o| o.1.to_string_lossy().into_owned());
             return Err(format!(
-                "not in front of libssl ({} resolves to {who}); preload it or link -lsslasync before -lssl",
-                name.to_string_lossy()
+                "not in front of libssl ({}@{} resolves to {who}); preload it or link \
+                 -lsslasync before -lssl",
+                name.to_string_lossy(),
+                NODE.to_string_lossy()
             ));
         }
     }
-    let (Some(ssl_new), Some(_)) = (real.ssl_new, real.start_job) else {
-        return Err("the real SSL_new or ASYNC_start_job cannot be found".into());
+    let (Some(ssl_new), Some(_)) = (SSL_new(), ASYNC_start_job()) else {
+        return Err(format!(
+            "the real SSL_new or ASYNC_start_job (version {}) cannot be found",
+            NODE.to_string_lossy()
+        ));
     };
     let process_ssl = object_of(ssl_new as usize);
     let linked_ssl = object_of(sys::SSL_get_ex_data as *const () as usize);
@@ -246,56 +210,11 @@ fn self_check(real: &Real) -> Result<(), String> {
             built_major()
         ));
     }
-    if real.get_status.is_none() || real.set_callback.is_none() {
+    if SSL_get_async_status().is_none() || SSL_set_async_callback().is_none() {
         return Err("this libssl has no async callback API".into());
     }
-    let Some((start, len)) = text_segment(ssl_new as usize) else {
+    let Some(libssl_code) = code_segment(ssl_new as usize) else {
         return Err("libssl's code segment cannot be located".into());
     };
-    TEXT_START.store(start, Ordering::Relaxed);
-    TEXT_LEN.store(len, Ordering::Relaxed);
-    Ok(())
+    Ok(Verdict { libssl_code })
 }
-
-/// The OpenSSL major version the shim was compiled against.
-pub fn built_major() -> u64 {
-    sys::OPENSSL_VERSION_MAJOR as u64
-}
-
-/// Load-time setup: resolve, self-check, register ex_data; decide active/inert.
-pub fn init() {
-    crate::log::init_from_env();
-    crate::stats::init_from_env();
-    let real = real();
-    let verdict = self_check(real).and_then(|()| {
-        if crate::state::register_indices() {
-            Ok(())
-        } else {
-            Err("OpenSSL refused an ex_data index".into())
-        }
-    });
-    match verdict {
-        Ok(()) => {
-            crate::bridge::probe_wait_ctx_layout();
-            ACTIVE.store(true, Ordering::Release);
-            debug!(
-                "active: libssl code {:#x}+{:#x}, built for OpenSSL {}",
-                TEXT_START.load(Ordering::Relaxed),
-                TEXT_LEN.load(Ordering::Relaxed),
-                built_major()
-            );
-        }
-        Err(why) => eprintln!("sslasync: inactive, OpenSSL's own behaviour applies: {why}"),
-    }
-}
-
-/// Runs `init` when the library is loaded, before `main` (not in cargo's
-/// unit-test binary, which is no shim).
-#[used]
-#[cfg_attr(not(test), link_section = ".init_array")]
-static INIT: extern "C" fn() = {
-    extern "C" fn on_load() {
-        let _ = std::panic::catch_unwind(init);
-    }
-    on_load
-};

@@ -1,185 +1,293 @@
-//! Per-SSL records in chunks that are never freed, named by (index,
-//! generation) handles, so a completion that outlives its SSL is detected.
+//! Per-SSL records in chunks that are never freed, named by handles with a
+//! 40-bit generation, and the delivery protocol between callbacks and frees.
 //!
 //! An engine keeps the wait ctx's callback argument for as long as an
 //! operation is in flight, possibly past `SSL_free`. Handing it a pointer to
 //! freed state would make the shim itself a use-after-free; a handle into
 //! memory that is never released lets the trampoline check the generation
 //! and drop a stale completion instead.
+//!
+//! The protocol (model-checked by the loom tests below): a delivery claims
+//! the slot's `busy` word, then checks the handle and reads the callback; a
+//! retirement (free) or a clear changes the handle or the callback, then waits
+//! until no other thread holds `busy`. Both sides use sequentially consistent
+//! operations, so either the delivery sees the change and drops, or the
+//! retirement sees the claim and waits: once `SSL_free` or a clear returns,
+//! the callback is not running and will not start. A thread never waits for
+//! its own delivery (a callback freeing or clearing its own SSL).
 
+use std::collections::VecDeque;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicPtr as StdAtomicPtr;
 
-use parking_lot::Mutex;
+use libc::c_void;
 
+use crate::sync::{relax, AtomicPtr, AtomicU64, AtomicUsize, Ordering, SpinLock};
 use crate::sys::SSL;
 
+/// A handle is `generation << INDEX_BITS | index`; generations start at 1,
+/// so no handle is 0 (an engine passing NULL names no slot).
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const GEN_ONE: u64 = 1 << INDEX_BITS;
 const CHUNK_BITS: u32 = 12;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 /// 4096 chunks of 4096 records: 16M SSLs using the API at the same time.
-const MAX_CHUNKS: usize = 4096;
+const MAX_CHUNKS: usize = 1 << (INDEX_BITS - CHUNK_BITS);
+/// A released record is reused only after this many others (FIFO), so one
+/// hot SSL slot cycles through 4096 records: a 40-bit generation then wraps
+/// after 2^52 frees, centuries at any rate OpenSSL can create SSLs.
+const QUARANTINE: usize = 4096;
 
 /// What the shim keeps for one SSL that uses the API.
 #[repr(C)]
 pub struct Slot {
-    /// Bumped when the slot is released; handles carry the value they saw.
-    pub gen: AtomicU32,
-    index: u32,
+    /// The handle naming the slot's current owner; moves on release.
+    id: AtomicU64,
     /// The user's callback (`SSL_async_callback_fn` as an address; 0 = none).
     pub callback: AtomicUsize,
-    pub arg: AtomicPtr<libc::c_void>,
+    pub arg: AtomicPtr<c_void>,
     pub ssl: AtomicPtr<SSL>,
     /// The SSL's wait ctx while it carries this slot's trampoline, so that
     /// clearing the callback can take it off at once and the job-start hook
     /// only has to look at the wait ctx.
-    pub wired: AtomicPtr<libc::c_void>,
+    pub wired: AtomicPtr<c_void>,
+    /// The thread delivering a completion for this slot, 0 when none.
+    busy: AtomicUsize,
     /// Monotonic nanoseconds of the job start that may pause (stats only).
     pub started_ns: AtomicU64,
 }
 
+/// What a delivery may call: read under a claim, valid while it is held.
+pub struct Target {
+    pub ssl: *mut SSL,
+    pub callback: usize,
+    pub arg: *mut c_void,
+}
+
+/// A delivery in progress; dropping it lets waiting frees and clears go on.
+pub struct Claim<'a> {
+    slot: &'a Slot,
+    owned: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.owned {
+            self.slot.busy.store(0, Ordering::Release);
+        }
+    }
+}
+
 impl Slot {
-    const fn empty() -> Slot {
+    fn new(index: u32) -> Slot {
         Slot {
-            gen: AtomicU32::new(0),
-            index: 0,
+            id: AtomicU64::new(GEN_ONE | index as u64),
             callback: AtomicUsize::new(0),
             arg: AtomicPtr::new(ptr::null_mut()),
             ssl: AtomicPtr::new(ptr::null_mut()),
             wired: AtomicPtr::new(ptr::null_mut()),
+            busy: AtomicUsize::new(0),
             started_ns: AtomicU64::new(0),
         }
     }
 
-    /// The handle that names this slot in its current generation.
-    pub fn handle(&self) -> *mut libc::c_void {
-        let gen = self.gen.load(Ordering::Relaxed) as usize;
-        ((gen << 32) | self.index as usize) as *mut libc::c_void
+    fn index(&self) -> u32 {
+        (self.id.load(Ordering::Relaxed) & INDEX_MASK) as u32
+    }
+
+    /// The handle that names this slot's current owner (never NULL).
+    pub fn handle(&self) -> *mut c_void {
+        self.id.load(Ordering::Relaxed) as usize as *mut c_void
+    }
+
+    /// Gives the (unowned, quiescent) slot to a new SSL.
+    fn assign(&self, ssl: *mut SSL, callback: usize, arg: *mut c_void) {
+        self.ssl.store(ssl, Ordering::Release);
+        self.arg.store(arg, Ordering::Release);
+        self.wired.store(ptr::null_mut(), Ordering::Release);
+        self.started_ns.store(0, Ordering::Relaxed);
+        self.callback.store(callback, Ordering::Release);
+    }
+
+    /// Claims the slot for delivering `handle`'s completion on thread `me`.
+    /// None when the handle is stale or the callback is cleared: the
+    /// completion is dropped. Another thread's delivery for the same slot
+    /// is waited out (deliveries of one SSL never overlap).
+    pub fn begin_delivery(&self, handle: u64, me: usize) -> Option<(Target, Claim<'_>)> {
+        if self.id.load(Ordering::Relaxed) != handle {
+            return None; // stale: no need to claim anything
+        }
+        let mut spins = 0;
+        let owned = loop {
+            match self
+                .busy
+                .compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break true,
+                Err(holder) if holder == me => break false, // re-entered inline
+                Err(_) => relax(&mut spins),
+            }
+        };
+        let claim = Claim { slot: self, owned };
+        if self.id.load(Ordering::SeqCst) != handle {
+            return None;
+        }
+        let callback = self.callback.load(Ordering::SeqCst);
+        if callback == 0 {
+            return None;
+        }
+        let target = Target {
+            ssl: self.ssl.load(Ordering::Acquire),
+            callback,
+            arg: self.arg.load(Ordering::Acquire),
+        };
+        Some((target, claim))
+    }
+
+    /// Waits until no thread but `me` is delivering for this slot.
+    fn quiesce(&self, me: usize) {
+        let mut spins = 0;
+        loop {
+            let holder = self.busy.load(Ordering::SeqCst);
+            if holder == 0 || holder == me {
+                return;
+            }
+            relax(&mut spins);
+        }
+    }
+
+    /// Sets the callback; clearing it (0) returns only once no other thread
+    /// is inside a delivery that read the old one.
+    pub fn set_callback(&self, callback: usize, me: usize) {
+        self.callback.store(callback, Ordering::SeqCst);
+        if callback == 0 {
+            self.quiesce(me);
+        }
+    }
+
+    /// Ends the current owner: every handle naming it goes stale, and this
+    /// returns once no other thread is delivering for it.
+    fn retire(&self, me: usize) {
+        let old = self.id.fetch_add(GEN_ONE, Ordering::SeqCst);
+        if (old + GEN_ONE) >> INDEX_BITS == 0 {
+            // Generation 0 would make index 0's handle NULL: skip it.
+            self.id.fetch_add(GEN_ONE, Ordering::SeqCst);
+        }
+        self.quiesce(me);
+        self.callback.store(0, Ordering::Relaxed);
+        self.arg.store(ptr::null_mut(), Ordering::Relaxed);
+        self.wired.store(ptr::null_mut(), Ordering::Relaxed);
+        self.ssl.store(ptr::null_mut(), Ordering::Relaxed);
     }
 }
 
-static CHUNKS: [AtomicPtr<Slot>; MAX_CHUNKS] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
-
-/// Slots currently owned by an SSL, plus one while stats are counting. Zero
-/// means no SSL in the process uses the API, which lets the job-start hook
-/// skip everything.
-pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+static CHUNKS: [StdAtomicPtr<Slot>; MAX_CHUNKS] =
+    [const { StdAtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
 
 struct FreeList {
-    free: Vec<u32>,
+    queue: VecDeque<u32>,
     next: u32,
 }
 
-static FREE: Mutex<FreeList> = Mutex::new(FreeList {
-    free: Vec::new(),
+static FREE: SpinLock<FreeList> = SpinLock::new(FreeList {
+    queue: VecDeque::new(),
     next: 0,
 });
 
-/// The chunk holding `index`. Handles only ever carry indices below
-/// MAX_CHUNKS * CHUNK_LEN; a corrupt one is masked into range (and then
-/// fails its generation check) rather than tested, to keep delivery short.
-fn chunk(index: u32) -> *mut Slot {
-    CHUNKS[(index >> CHUNK_BITS) as usize & (MAX_CHUNKS - 1)].load(Ordering::Acquire)
-}
-
-/// The slot with this index, if its chunk exists.
-fn slot_at(index: u32) -> Option<&'static Slot> {
-    let base = chunk(index);
+/// The slot with this index, if its chunk exists. Indices are masked into
+/// range (a corrupt handle then fails its generation check).
+fn slot_at(index: u64) -> Option<&'static Slot> {
+    let index = (index & INDEX_MASK) as usize;
+    let base = CHUNKS[index >> CHUNK_BITS].load(std::sync::atomic::Ordering::Acquire);
     if base.is_null() {
         return None;
     }
     // SAFETY: chunks are CHUNK_LEN slots allocated once and never freed, so
     // base + (index % CHUNK_LEN) is in bounds and lives for 'static.
-    Some(unsafe { &*base.add(index as usize & (CHUNK_LEN - 1)) })
+    Some(unsafe { &*base.add(index & (CHUNK_LEN - 1)) })
+}
+
+/// A fresh index, allocating its chunk if needed (under the free-list lock).
+fn fresh_index(fl: &mut FreeList) -> Option<u32> {
+    let i = fl.next;
+    if i as usize >= MAX_CHUNKS * CHUNK_LEN {
+        return None;
+    }
+    let cell = &CHUNKS[i as usize >> CHUNK_BITS];
+    if cell.load(std::sync::atomic::Ordering::Relaxed).is_null() {
+        let fresh: Box<[Slot]> = (0..CHUNK_LEN as u32).map(|k| Slot::new(i + k)).collect();
+        cell.store(
+            Box::into_raw(fresh) as *mut Slot,
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+    fl.next = i + 1;
+    Some(i)
 }
 
 /// Takes a free slot for `ssl`, with the given initial callback and arg.
-pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut libc::c_void) -> Option<&'static Slot> {
+pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut c_void) -> Option<&'static Slot> {
     let index = {
         let mut fl = FREE.lock();
-        match fl.free.pop() {
-            Some(i) => i,
-            None => {
-                let i = fl.next;
-                if i as usize >= MAX_CHUNKS * CHUNK_LEN {
-                    return None; // 16M SSLs using the API at once
-                }
-                if chunk(i).is_null() {
-                    let fresh: Box<[Slot]> = (0..CHUNK_LEN).map(|_| Slot::empty()).collect();
-                    let base = Box::into_raw(fresh) as *mut Slot;
-                    for k in 0..CHUNK_LEN {
-                        // SAFETY: base points to CHUNK_LEN slots we own and
-                        // nobody else can see yet.
-                        unsafe { (*base.add(k)).index = i + k as u32 };
-                    }
-                    CHUNKS[(i >> CHUNK_BITS) as usize].store(base, Ordering::Release);
-                }
-                fl.next = i + 1;
-                i
-            }
+        if fl.queue.len() > QUARANTINE {
+            fl.queue.pop_front()
+        } else {
+            fresh_index(&mut fl).or_else(|| fl.queue.pop_front())
         }
-    };
-    let slot = slot_at(index)?;
-    slot.ssl.store(ssl, Ordering::Release);
-    slot.arg.store(arg, Ordering::Release);
-    slot.wired.store(ptr::null_mut(), Ordering::Release);
-    slot.started_ns.store(0, Ordering::Relaxed);
-    slot.callback.store(callback, Ordering::Release);
-    LIVE.fetch_add(1, Ordering::Relaxed);
+    }?;
+    let slot = slot_at(index as u64)?;
+    slot.assign(ssl, callback, arg);
     Some(slot)
 }
 
-/// Returns a slot when its SSL is freed. The generation moves first, so a
-/// completion racing with this sees either the old values or a mismatch.
-pub fn release(slot: &'static Slot) {
-    slot.gen.fetch_add(1, Ordering::AcqRel);
-    // Release stores: a reader that sees any of these also sees the new
-    // generation (see `resolve`).
-    slot.callback.store(0, Ordering::Release);
-    slot.arg.store(ptr::null_mut(), Ordering::Release);
-    slot.wired.store(ptr::null_mut(), Ordering::Release);
-    slot.ssl.store(ptr::null_mut(), Ordering::Release);
-    LIVE.fetch_sub(1, Ordering::Relaxed);
-    FREE.lock().free.push(slot.index);
+/// Returns a slot when its SSL is freed; see [`Slot::retire`].
+pub fn release(slot: &'static Slot, me: usize) {
+    slot.retire(me);
+    let index = slot.index();
+    FREE.lock().queue.push_back(index);
 }
 
-/// What a handle named, if that slot is still in the same generation.
-pub struct Target {
-    pub ssl: *mut SSL,
-    pub callback: usize,
-    pub arg: *mut libc::c_void,
-    pub slot: &'static Slot,
+/// The slot a handle names, whatever its generation (the trampoline's view;
+/// [`Slot::begin_delivery`] checks the generation).
+#[inline]
+pub fn named(handle: *mut c_void) -> Option<&'static Slot> {
+    slot_at(handle as usize as u64)
 }
 
-/// Resolves a handle that may be stale (the trampoline's view). The fields
-/// are read first and the generation after them: `release` moves the
-/// generation before any field changes, so fields that belong to another
-/// owner always come with a generation that no longer matches.
-pub fn resolve(handle: *mut libc::c_void) -> Option<Target> {
-    let h = handle as usize;
-    let slot = slot_at(h as u32)?;
-    let gen = (h >> 32) as u32;
-    let callback = slot.callback.load(Ordering::Acquire);
-    let arg = slot.arg.load(Ordering::Acquire);
-    let ssl = slot.ssl.load(Ordering::Acquire);
-    if slot.gen.load(Ordering::Acquire) != gen {
-        return None;
+/// fork(): hold the free list across it.
+pub fn before_fork() {
+    FREE.hold_across_fork();
+}
+
+/// fork() in the parent: release the free list.
+pub fn after_fork_parent() {
+    // SAFETY: before_fork took it on this thread.
+    unsafe { FREE.release_after_fork() };
+}
+
+/// fork() in the child: release the free list, and forget deliveries that
+/// were running on threads the child does not have (they would make a free
+/// wait forever). Only the forking thread exists, so `me` may keep its own.
+pub fn after_fork_child(me: usize) {
+    // SAFETY: before_fork took it on this thread.
+    unsafe { FREE.release_after_fork() };
+    for cell in CHUNKS.iter() {
+        let base = cell.load(std::sync::atomic::Ordering::Acquire);
+        if base.is_null() {
+            break; // chunks are allocated in order
+        }
+        for k in 0..CHUNK_LEN {
+            // SAFETY: base points at CHUNK_LEN never-freed slots.
+            let slot = unsafe { &*base.add(k) };
+            if slot.busy.load(Ordering::Relaxed) != me {
+                slot.busy.store(0, Ordering::Relaxed);
+            }
+        }
     }
-    Some(Target {
-        ssl,
-        callback,
-        arg,
-        slot,
-    })
 }
 
-/// Resolves a handle the shim itself put on a live SSL's wait ctx: valid
-/// because that SSL (and so its slot generation) is alive during the call.
-pub fn own(handle: *mut libc::c_void) -> Option<&'static Slot> {
-    slot_at(handle as usize as u32)
-}
-
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -187,48 +295,103 @@ mod tests {
         (0x1000 * n) as *mut SSL
     }
 
+    fn deliver(handle: *mut c_void, me: usize) -> Option<usize> {
+        let slot = named(handle)?;
+        slot.begin_delivery(handle as u64, me)
+            .map(|(t, _claim)| t.callback)
+    }
+
     #[test]
     fn a_handle_resolves_to_its_slot_until_release() {
-        let slot = acquire(fake_ssl(1), 0x1234, 0x55 as *mut libc::c_void).expect("slot");
+        let slot = acquire(fake_ssl(1), 0x1234, 0x55 as *mut c_void).expect("slot");
         let h = slot.handle();
-        let t = resolve(h).expect("live handle");
+        let (t, claim) = slot.begin_delivery(h as u64, 1).expect("live handle");
         assert_eq!(
             (t.ssl, t.callback, t.arg as usize),
             (fake_ssl(1), 0x1234, 0x55)
         );
-        assert!(std::ptr::eq(own(h).unwrap(), slot));
-        release(slot);
-        assert!(resolve(h).is_none(), "a released slot must not resolve");
+        drop(claim);
+        release(slot, 1);
+        assert_eq!(deliver(h, 1), None, "a released slot must not deliver");
     }
 
     #[test]
-    fn a_reused_slot_does_not_answer_an_old_handle() {
-        let first = acquire(fake_ssl(2), 1, std::ptr::null_mut()).unwrap();
+    fn no_handle_is_null_and_null_names_nothing_live() {
+        let held: Vec<_> = (0..64)
+            .map(|i| acquire(fake_ssl(i + 1), 7, ptr::null_mut()).unwrap())
+            .collect();
+        assert!(held.iter().all(|s| !s.handle().is_null()));
+        assert_eq!(deliver(ptr::null_mut(), 1), None, "NULL must name no slot");
+        held.into_iter().for_each(|s| release(s, 1));
+    }
+
+    #[test]
+    fn released_slots_are_reused_in_fifo_order_after_a_quarantine() {
+        let first = acquire(fake_ssl(2), 1, ptr::null_mut()).unwrap();
         let old = first.handle();
-        release(first);
-        // Drain until the same record comes back (other tests run in parallel).
+        release(first, 1);
+        // The record stays out of use until QUARANTINE others were released
+        // after it (other tests run in parallel and release too).
         let mut held = Vec::new();
         let again = loop {
-            let s = acquire(fake_ssl(3), 2, std::ptr::null_mut()).unwrap();
+            let s = acquire(fake_ssl(3), 2, ptr::null_mut()).unwrap();
             if std::ptr::eq(s, first) {
                 break s;
             }
             held.push(s);
+            if held.len() % 64 == 0 {
+                // Feed the queue so the record comes round.
+                for s in held.drain(..) {
+                    release(s, 1);
+                }
+            }
         };
         assert_ne!(again.handle(), old);
-        assert!(resolve(old).is_none(), "stale generation must be rejected");
-        assert_eq!(resolve(again.handle()).unwrap().callback, 2);
-        release(again);
-        held.into_iter().for_each(release);
+        assert_eq!(deliver(old, 1), None, "stale generation must be rejected");
+        assert_eq!(deliver(again.handle(), 1), Some(2));
+        release(again, 1);
+        held.into_iter().for_each(|s| release(s, 1));
+    }
+
+    #[test]
+    fn the_generation_skips_zero_when_it_wraps() {
+        let slot = Slot::new(0);
+        slot.id
+            .store(((1u64 << 40) - 1) << INDEX_BITS, Ordering::Relaxed);
+        slot.retire(1);
+        assert_ne!(
+            slot.handle() as usize,
+            0,
+            "index 0 after a wrap is not NULL"
+        );
+        assert_eq!(slot.index(), 0);
     }
 
     #[test]
     fn garbage_handles_resolve_to_nothing() {
-        assert!(resolve(usize::MAX as *mut libc::c_void).is_none());
-        // An index past the table is masked into it; the generation, which
-        // no slot reaches in a test, still rejects it.
+        assert_eq!(deliver(usize::MAX as *mut c_void, 1), None);
         let past = ((u32::MAX as usize) << 32) | (MAX_CHUNKS * CHUNK_LEN + 5);
-        assert!(resolve(past as *mut libc::c_void).is_none());
+        assert_eq!(deliver(past as *mut c_void, 1), None);
+    }
+
+    #[test]
+    fn clearing_the_callback_stops_deliveries() {
+        let slot = acquire(fake_ssl(4), 9, ptr::null_mut()).unwrap();
+        let h = slot.handle();
+        slot.set_callback(0, 1);
+        assert_eq!(deliver(h, 1), None);
+        release(slot, 1);
+    }
+
+    #[test]
+    fn a_thread_never_waits_for_its_own_delivery() {
+        let slot = acquire(fake_ssl(5), 9, ptr::null_mut()).unwrap();
+        let h = slot.handle() as u64;
+        let (_, claim) = slot.begin_delivery(h, 42).unwrap();
+        // Inside the callback on the same thread: clear and free return.
+        slot.set_callback(0, 42);
+        release(slot, 42);
+        drop(claim);
     }
 
     #[test]
@@ -236,12 +399,10 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 std::thread::spawn(move || {
-                    for i in 0..2000 {
-                        let s = acquire(fake_ssl(t * 10_000 + i + 10), i, std::ptr::null_mut())
-                            .unwrap();
-                        let t = resolve(s.handle()).unwrap();
-                        assert_eq!(t.callback, i);
-                        release(s);
+                    for i in 1..2000 {
+                        let s = acquire(fake_ssl(t * 10_000 + i + 10), i, ptr::null_mut()).unwrap();
+                        assert_eq!(deliver(s.handle(), t + 1), Some(i));
+                        release(s, t + 1);
                     }
                 })
             })
@@ -252,6 +413,121 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         // The per-SSL memory budget: a slot plus OpenSSL's ex_data entry.
-        assert!(std::mem::size_of::<Slot>() <= 48);
+        assert!(std::mem::size_of::<Slot>() <= 56);
+    }
+}
+
+/// Model checks of the delivery protocol over every interleaving loom finds:
+/// `RUSTFLAGS="--cfg loom" cargo test --release loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const CALLBACK: usize = 0xc0;
+    const DEVICE: usize = 1;
+    const OWNER: usize = 2;
+
+    fn live_slot() -> Arc<Slot> {
+        let slot = Slot::new(3);
+        slot.assign(0x1000 as *mut SSL, CALLBACK, 0x20 as *mut c_void);
+        Arc::new(slot)
+    }
+
+    /// The device thread delivers while the owner frees: the callback never
+    /// runs after the free returned, and never with another owner's values.
+    #[test]
+    fn loom_no_delivery_after_free_returns() {
+        loom::model(|| {
+            let slot = live_slot();
+            let handle = slot.handle() as u64;
+            let freed = Arc::new(AtomicBool::new(false));
+            let (s, f) = (slot.clone(), freed.clone());
+            let device = thread::spawn(move || {
+                if let Some((t, claim)) = s.begin_delivery(handle, DEVICE) {
+                    assert!(
+                        !f.load(Ordering::SeqCst),
+                        "callback ran after SSL_free returned"
+                    );
+                    assert_eq!((t.callback, t.ssl as usize), (CALLBACK, 0x1000));
+                    drop(claim);
+                }
+            });
+            slot.retire(OWNER);
+            freed.store(true, Ordering::SeqCst);
+            device.join().unwrap();
+            assert!(slot.begin_delivery(handle, DEVICE).is_none());
+            assert_ne!(slot.handle() as u64, handle);
+        });
+    }
+
+    /// Same for clearing the callback.
+    #[test]
+    fn loom_no_delivery_after_clear_returns() {
+        loom::model(|| {
+            let slot = live_slot();
+            let handle = slot.handle() as u64;
+            let cleared = Arc::new(AtomicBool::new(false));
+            let (s, c) = (slot.clone(), cleared.clone());
+            let device = thread::spawn(move || {
+                if let Some((_, claim)) = s.begin_delivery(handle, DEVICE) {
+                    assert!(
+                        !c.load(Ordering::SeqCst),
+                        "callback ran after the clear returned"
+                    );
+                    drop(claim);
+                }
+            });
+            slot.set_callback(0, OWNER);
+            cleared.store(true, Ordering::SeqCst);
+            device.join().unwrap();
+        });
+    }
+
+    /// Two completions for one slot (a stale one and a current one) never
+    /// run the callback at the same time.
+    #[test]
+    fn loom_deliveries_of_one_slot_do_not_overlap() {
+        loom::model(|| {
+            let slot = live_slot();
+            let handle = slot.handle() as u64;
+            let inside = Arc::new(AtomicBool::new(false));
+            let spawn = |me| {
+                let (s, i) = (slot.clone(), inside.clone());
+                thread::spawn(move || {
+                    if let Some((_, claim)) = s.begin_delivery(handle, me) {
+                        assert!(!i.swap(true, Ordering::SeqCst), "overlapping deliveries");
+                        i.store(false, Ordering::SeqCst);
+                        drop(claim);
+                    }
+                })
+            };
+            let (a, b) = (spawn(DEVICE), spawn(OWNER));
+            a.join().unwrap();
+            b.join().unwrap();
+        });
+    }
+
+    /// A slot handed to a new owner after a free: the old handle is stale
+    /// for any interleaving with a late completion.
+    #[test]
+    fn loom_a_reused_slot_rejects_the_old_handle() {
+        loom::model(|| {
+            let slot = live_slot();
+            let old = slot.handle() as u64;
+            let s = slot.clone();
+            let device = thread::spawn(move || {
+                if let Some((t, claim)) = s.begin_delivery(old, DEVICE) {
+                    assert_eq!(t.ssl as usize, 0x1000, "old handle reached the new owner");
+                    drop(claim);
+                }
+            });
+            slot.retire(OWNER);
+            slot.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut());
+            device.join().unwrap();
+            assert!(slot.begin_delivery(old, DEVICE).is_none());
+        });
     }
 }

@@ -1,19 +1,24 @@
 //! The shim's state on OpenSSL's own objects: one ex_data index on `SSL_CTX`
-//! (callback and arg that `SSL_new` copies) and one on `SSL` (its slot).
+//! (the callback and arg `SSL_new` copies) and one on `SSL` (its slot).
 //!
-//! A CTX gets its small record when it is created, so `SSL_new` on one thread
-//! can read it while a setter writes it on another (ex_data itself is not
-//! safe to *insert* into concurrently). An SSL gets a slot only when it uses
-//! the API or its CTX had a callback or arg at `SSL_new`.
+//! A CTX created after the shim initialised gets its record from the ex_data
+//! constructor, so the record exists before any thread can use the CTX and
+//! ex_data is never written afterwards (OpenSSL's ex_data is not safe to
+//! insert into while another thread reads it). A CTX created earlier (by
+//! another library's constructor) gets its record in a side table instead.
+//! An SSL gets a slot only when it uses the API or its CTX had a callback or
+//! arg at `SSL_new`.
 
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 use libc::{c_int, c_long, c_void};
-use parking_lot::Mutex;
 
+use crate::gate;
+use crate::internals;
 use crate::log::debug;
 use crate::slots::{self, Slot};
+use crate::sync::{current_thread, SpinLock};
 use crate::sys::{self, CRYPTO_EX_DATA, SSL, SSL_CTX};
 
 /// The callback and arg set on an `SSL_CTX`.
@@ -25,9 +30,11 @@ pub struct CtxState {
 
 static CTX_INDEX: AtomicI32 = AtomicI32::new(-1);
 static SSL_INDEX: AtomicI32 = AtomicI32::new(-1);
-/// Serializes the rare late creation of a CTX record (for a CTX that existed
-/// before the index was registered).
-static CTX_LATE: Mutex<()> = Mutex::new(());
+
+/// Records of CTXs that predate the CTX index: (CTX address, record).
+/// Freed with their CTX (ex_data free functions run for every index).
+static EARLY: SpinLock<Vec<(usize, &'static CtxState)>> = SpinLock::new(Vec::new());
+static EARLY_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers both ex_data indices; returns false if OpenSSL refused.
 pub fn register_indices() -> bool {
@@ -73,7 +80,8 @@ unsafe extern "C" fn ctx_new(
 ) {
     let _ = std::panic::catch_unwind(|| {
         let rec = Box::into_raw(Box::<CtxState>::default());
-        // SAFETY: OpenSSL hands us the new CTX's ex_data and our own index.
+        // SAFETY: OpenSSL hands us the new CTX's ex_data and our own index;
+        // the CTX is not yet visible to any other thread.
         if unsafe { sys::CRYPTO_set_ex_data(ad, idx, rec.cast()) } != 1 {
             // SAFETY: rec came from Box::into_raw just above and was not stored.
             drop(unsafe { Box::from_raw(rec) });
@@ -82,16 +90,37 @@ unsafe extern "C" fn ctx_new(
 }
 
 unsafe extern "C" fn ctx_free(
-    _parent: *mut c_void,
+    parent: *mut c_void,
     ptr: *mut c_void,
     _ad: *mut CRYPTO_EX_DATA,
     _idx: c_int,
     _argl: c_long,
     _argp: *mut c_void,
 ) {
-    if !ptr.is_null() {
-        // SAFETY: the only values stored under our CTX index are boxed CtxStates.
-        drop(unsafe { Box::from_raw(ptr.cast::<CtxState>()) });
+    let rec = if ptr.is_null() {
+        take_early(parent as usize)
+    } else {
+        ptr.cast::<CtxState>()
+    };
+    if !rec.is_null() {
+        // SAFETY: the only values stored under our CTX index, and in EARLY,
+        // are boxed CtxStates; the CTX that owned this one is being freed.
+        drop(unsafe { Box::from_raw(rec) });
+    }
+}
+
+/// Removes a pre-index CTX's record from the side table.
+fn take_early(ctx: usize) -> *mut CtxState {
+    if EARLY_LEN.load(Ordering::Acquire) == 0 {
+        return ptr::null_mut();
+    }
+    let mut early = EARLY.lock();
+    match early.iter().position(|&(c, _)| c == ctx) {
+        Some(i) => {
+            EARLY_LEN.fetch_sub(1, Ordering::Release);
+            (early.swap_remove(i).1 as *const CtxState).cast_mut()
+        }
+        None => ptr::null_mut(),
     }
 }
 
@@ -106,7 +135,8 @@ unsafe extern "C" fn ssl_free(
     if !ptr.is_null() {
         // SAFETY: the only values stored under our SSL index are slot
         // pointers, and slots live for 'static.
-        slots::release(unsafe { &*ptr.cast::<Slot>() });
+        slots::release(unsafe { &*ptr.cast::<Slot>() }, current_thread());
+        gate::hold(false);
     }
 }
 
@@ -129,7 +159,8 @@ unsafe extern "C" fn ssl_dup(
     1
 }
 
-/// The CTX's record, created now if the CTX predates the shim's index.
+/// The CTX's record; with `create`, one is made for a CTX that predates
+/// the shim's index (in the side table: its ex_data is never written).
 pub fn ctx_state(ctx: *mut SSL_CTX, create: bool) -> Option<&'static CtxState> {
     let idx = CTX_INDEX.load(Ordering::Acquire);
     if idx < 0 {
@@ -142,26 +173,22 @@ pub fn ctx_state(ctx: *mut SSL_CTX, create: bool) -> Option<&'static CtxState> {
         // SAFETY: only ctx_free releases it, when the CTX itself goes away.
         return Some(unsafe { &*p });
     }
+    if EARLY_LEN.load(Ordering::Acquire) == 0 && !create {
+        return None;
+    }
+    let mut early = EARLY.lock();
+    if let Some(&(_, rec)) = early.iter().find(|&&(c, _)| c == ctx as usize) {
+        return Some(rec); // boxed in EARLY until ctx_free of this CTX
+    }
     if !create {
         return None;
     }
-    let _guard = CTX_LATE.lock();
-    // SAFETY: as above; re-read under the lock so two setters agree.
-    let p = unsafe { sys::SSL_CTX_get_ex_data(ctx, idx) }.cast::<CtxState>();
-    if !p.is_null() {
-        // SAFETY: as above.
-        return Some(unsafe { &*p });
-    }
-    let rec = Box::into_raw(Box::<CtxState>::default());
-    // SAFETY: ctx is live; on failure we still own rec.
-    if unsafe { sys::SSL_CTX_set_ex_data(ctx, idx, rec.cast()) } != 1 {
-        // SAFETY: rec was not stored, so it is still exclusively ours.
-        drop(unsafe { Box::from_raw(rec) });
-        return None;
-    }
-    debug!("late CTX record for a CTX created before sslasync initialised");
-    // SAFETY: stored in ex_data; freed only by ctx_free.
-    Some(unsafe { &*rec })
+    // Leaked until ctx_free of this CTX takes it back out of EARLY.
+    let rec: &'static CtxState = Box::leak(Box::default());
+    early.push((ctx as usize, rec));
+    EARLY_LEN.fetch_add(1, Ordering::Release);
+    debug!("side-table record for a CTX created before sslasync initialised");
+    Some(rec)
 }
 
 /// The SSL's slot, if it has one.
@@ -183,12 +210,38 @@ pub fn attach_slot(ssl: *mut SSL, callback: usize, arg: *mut c_void) -> Option<&
     if idx < 0 {
         return None;
     }
+    internals::ensure_job_layout(gate::hold);
     let slot = slots::acquire(ssl, callback, arg)?;
     // SAFETY: ssl is live and owned by the calling thread, per OpenSSL's
     // threading rules for a single SSL object.
     if unsafe { sys::SSL_set_ex_data(ssl, idx, (slot as *const Slot).cast_mut().cast()) } != 1 {
-        slots::release(slot);
+        slots::release(slot, current_thread());
         return None;
     }
+    gate::hold(true);
     Some(slot)
+}
+
+/// Copies the CTX's callback and arg into a new SSL, as native `SSL_new`
+/// does (after ex_data construction, so it reflects the CTX right now).
+pub fn inherit(ssl: *mut SSL, ctx: *mut SSL_CTX) {
+    let Some(cs) = ctx_state(ctx, false) else {
+        return;
+    };
+    let cb = cs.callback.load(Ordering::Acquire);
+    let arg = cs.arg.load(Ordering::Acquire);
+    if (cb != 0 || !arg.is_null()) && attach_slot(ssl, cb, arg).is_none() {
+        debug!("no slot for a new SSL: it keeps OpenSSL's own wiring");
+    }
+}
+
+/// fork(): hold the side table across it.
+pub fn before_fork() {
+    EARLY.hold_across_fork();
+}
+
+/// fork(), parent and child: release the side table.
+pub fn after_fork() {
+    // SAFETY: before_fork took it on this thread.
+    unsafe { EARLY.release_after_fork() };
 }

@@ -1,14 +1,15 @@
-//! Optional process-wide counters (`SSLASYNC_STATS=1`): callbacks delivered
-//! and dropped, pauses, statuses, late registrations and a latency histogram.
+//! Optional process-wide counters (`SSLASYNC_STATS=1` or `=json`): callbacks
+//! delivered and dropped, pauses, statuses, late registrations, latencies.
 //!
 //! Off by default, when each hook costs one relaxed load of a flag. On, they
-//! are relaxed atomic increments; the report goes to stderr at exit and the
-//! same numbers are readable from C through `sslasync_stats_get`.
+//! are relaxed atomic increments; a report goes to stderr at exit, from
+//! processes that used the API or saw a pause, and the same numbers are
+//! readable from C through `sslasync_stats_get`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
-use libc::{c_int, size_t};
+use libc::c_int;
 
 use crate::slots::Slot;
 
@@ -20,7 +21,8 @@ pub const SSLASYNC_LATENCY_BUCKETS: usize = 24;
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct sslasync_stats {
-    /// Whether counting is on (`SSLASYNC_STATS=1`); all else is 0 when off.
+    /// Whether counting is on (`SSLASYNC_STATS=1` or `json`); when off, all
+    /// else but `jobs_unverified` is 0.
     pub enabled: u64,
     /// Completions handed to the application's callback.
     pub callbacks_delivered: u64,
@@ -39,9 +41,21 @@ pub struct sslasync_stats {
     pub late_registrations: u64,
     /// Delivery latency from the job start that paused to the callback.
     pub latency_us_log2: [u64; SSLASYNC_LATENCY_BUCKETS],
+    /// Jobs that looked like libssl's but whose arguments did not match the
+    /// layout measured at start-up: started untouched, never wired. Counted
+    /// whether or not counting is on; nonzero means a libssl the shim does
+    /// not understand.
+    pub jobs_unverified: u64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The exit report's form.
+const TEXT: u8 = 0;
+const JSON: u8 = 1;
+static FORM: AtomicU8 = AtomicU8::new(TEXT);
+/// Whether this process called one of the API setters (the report is only
+/// printed where the API was used or a pause was seen).
+static USED: AtomicBool = AtomicBool::new(false);
 
 struct Counters {
     delivered: AtomicU64,
@@ -76,18 +90,37 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// Reads `SSLASYNC_STATS`: unset, empty or `0` off; `1` a text report;
+/// `json` one JSON object. Anything else is reported once and counts as off.
 pub fn init_from_env() {
-    if std::env::var_os("SSLASYNC_STATS").is_some_and(|v| v != "0" && !v.is_empty()) {
-        EPOCH.get_or_init(Instant::now);
-        ENABLED.store(true, Ordering::Relaxed);
-        // Counting needs every job start: a permanent count keeps the
-        // job-start hook off its early exit.
-        crate::slots::LIVE.fetch_add(1, Ordering::Relaxed);
-        extern "C" fn at_exit() {
-            let _ = std::panic::catch_unwind(report);
+    let form = match std::env::var_os("SSLASYNC_STATS") {
+        None => return,
+        Some(v) if v.is_empty() || v == "0" => return,
+        Some(v) if v == "1" => TEXT,
+        Some(v) if v == "json" => JSON,
+        Some(v) => {
+            eprintln!(
+                "sslasync: SSLASYNC_STATS={} is not 0, 1 or json: statistics stay off",
+                v.to_string_lossy()
+            );
+            return;
         }
-        // SAFETY: at_exit is a plain extern "C" fn with no arguments.
-        unsafe { libc::atexit(at_exit) };
+    };
+    FORM.store(form, Ordering::Relaxed);
+    EPOCH.get_or_init(Instant::now);
+    ENABLED.store(true, Ordering::Relaxed);
+    extern "C" fn at_exit() {
+        let _ = std::panic::catch_unwind(report);
+    }
+    // SAFETY: at_exit is a plain extern "C" fn with no arguments.
+    unsafe { libc::atexit(at_exit) };
+}
+
+/// A setter of the API was called (decides whether the report is printed).
+#[inline]
+pub fn api_used() {
+    if enabled() && !USED.load(Ordering::Relaxed) {
+        USED.store(true, Ordering::Relaxed);
     }
 }
 
@@ -143,6 +176,7 @@ pub fn job_returned(result: c_int, status: c_int) {
 pub fn snapshot() -> sslasync_stats {
     let mut s = sslasync_stats {
         enabled: enabled() as u64,
+        jobs_unverified: crate::internals::unverified_jobs(),
         ..Default::default()
     };
     if s.enabled == 0 {
@@ -159,11 +193,45 @@ pub fn snapshot() -> sslasync_stats {
     for (out, c) in s.latency_us_log2.iter_mut().zip(C.latency.iter()) {
         *out = r(c);
     }
+    s.jobs_unverified = crate::internals::unverified_jobs();
     s
+}
+
+extern "C" {
+    /// glibc's short program name (argv[0] without its directory).
+    static program_invocation_short_name: *const libc::c_char;
+}
+
+/// The short name of this program, for the report.
+fn program() -> String {
+    // SAFETY: glibc sets this pointer before any constructor runs and never
+    // frees it; it is NUL-terminated or NULL.
+    let p = unsafe { program_invocation_short_name };
+    if p.is_null() {
+        return String::from("?");
+    }
+    // SAFETY: as above.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn report() {
     let s = snapshot();
+    if !USED.load(Ordering::Relaxed) && s.pauses == 0 {
+        return; // a process that merely loaded the shim (e.g. a wrapper's sh)
+    }
+    let (pid, prog) = (std::process::id(), program());
+    let line = match FORM.load(Ordering::Relaxed) {
+        JSON => json(&s, pid, &prog),
+        _ => text(&s, &format!("sslasync[{pid} {prog}] stats:")),
+    };
+    // One write, so reports of concurrent processes do not interleave.
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+fn text(s: &sslasync_stats, who: &str) -> String {
     let mut lat = String::new();
     for (i, n) in s
         .latency_us_log2
@@ -173,9 +241,16 @@ fn report() {
     {
         lat.push_str(&format!(" <{}us:{}", 1u64 << i, n));
     }
-    eprintln!(
-        "sslasync stats: callbacks delivered={} dropped={} pauses={} status ok={} eagain={} err={} \
-         late_registrations={}\nsslasync stats: pause-to-callback latency{}",
+    if lat.is_empty() {
+        lat.push_str(" (none)");
+    }
+    let unverified = match s.jobs_unverified {
+        0 => String::new(),
+        n => format!(" jobs_unverified={n}"),
+    };
+    format!(
+        "{who} callbacks delivered={} dropped={} pauses={} status ok={} eagain={} err={} \
+         late_registrations={}{unverified}\n{who} pause-to-callback latency{lat}\n",
         s.callbacks_delivered,
         s.callbacks_dropped,
         s.pauses,
@@ -183,31 +258,63 @@ fn report() {
         s.status_eagain,
         s.status_err,
         s.late_registrations,
-        if lat.is_empty() { " (none)".to_string() } else { lat }
-    );
+    )
 }
 
-/// Copies the counters into `out` (at most `size` bytes, so a caller built
-/// against an older, shorter struct stays safe). Returns 1 when counting is
-/// on, 0 when it is off (`out` then zeroed) or `out` is NULL.
-#[no_mangle]
-pub unsafe extern "C" fn sslasync_stats_get(out: *mut sslasync_stats, size: size_t) -> c_int {
-    std::panic::catch_unwind(|| {
-        if out.is_null() {
-            return 0;
+fn json(s: &sslasync_stats, pid: u32, prog: &str) -> String {
+    let mut name = String::new();
+    for c in prog.chars() {
+        match c {
+            '"' => name.push_str("\\\""),
+            '\\' => name.push_str("\\\\"),
+            c if (c as u32) < 0x20 => name.push_str(&format!("\\u{:04x}", c as u32)),
+            c => name.push(c),
         }
-        let s = snapshot();
-        let n = size.min(std::mem::size_of::<sslasync_stats>());
-        // SAFETY: the caller provides `size` writable bytes at out; we copy
-        // no more than that and no more than the struct holds.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&s as *const sslasync_stats).cast::<u8>(),
-                out.cast::<u8>(),
-                n,
-            )
+    }
+    let lat: Vec<String> = s.latency_us_log2.iter().map(u64::to_string).collect();
+    format!(
+        "{{\"sslasync\":\"{}\",\"pid\":{pid},\"program\":\"{name}\",\
+         \"callbacks_delivered\":{},\"callbacks_dropped\":{},\"pauses\":{},\
+         \"status_ok\":{},\"status_eagain\":{},\"status_err\":{},\
+         \"late_registrations\":{},\"jobs_unverified\":{},\"latency_us_log2\":[{}]}}\n",
+        env!("CARGO_PKG_VERSION"),
+        s.callbacks_delivered,
+        s.callbacks_dropped,
+        s.pauses,
+        s.status_ok,
+        s.status_eagain,
+        s.status_err,
+        s.late_registrations,
+        s.jobs_unverified,
+        lat.join(",")
+    )
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_report_is_one_object_with_an_escaped_name() {
+        let s = sslasync_stats {
+            enabled: 1,
+            pauses: 3,
+            ..Default::default()
         };
-        s.enabled as c_int
-    })
-    .unwrap_or(0)
+        let j = json(&s, 42, "a\"b\\c");
+        assert!(j.starts_with("{\"sslasync\":\""), "{j}");
+        assert!(j.contains("\"pid\":42,\"program\":\"a\\\"b\\\\c\""), "{j}");
+        assert!(j.contains("\"pauses\":3,"), "{j}");
+        assert!(j.ends_with("]}\n") && j.matches('\n').count() == 1, "{j}");
+    }
+
+    #[test]
+    fn the_text_report_names_the_process_on_every_line() {
+        let t = text(&sslasync_stats::default(), "sslasync[7 prog] stats:");
+        assert_eq!(t.lines().count(), 2);
+        assert!(
+            t.lines().all(|l| l.starts_with("sslasync[7 prog] stats: ")),
+            "{t}"
+        );
+    }
 }

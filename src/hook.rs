@@ -1,0 +1,144 @@
+//! The job-start hook: what happens when libssl starts or resumes an async
+//! job for an SSL (libcrypto's `ASYNC_start_job`, interposed in `entry.rs`).
+//!
+//! libssl registers its own wait-ctx callback only when it creates an SSL's
+//! wait ctx (the first job), which is why native OpenSSL misses late
+//! registrations and calls through NULL after a clear. Before every job the
+//! hook instead makes the SSL's wait ctx carry exactly what the SSL's state
+//! asks for: the shim's trampoline when a callback is set, nothing otherwise
+//! (so engines fall back to wait fds).
+
+use std::ptr;
+use std::sync::atomic::Ordering;
+
+use libc::{c_int, c_void};
+
+use crate::deliver::{trampoline, trampoline_address};
+use crate::gate;
+use crate::internals;
+use crate::log::debug;
+use crate::slots::{self, Slot};
+use crate::state;
+use crate::stats;
+use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL};
+
+/// The real `ASYNC_start_job`'s type.
+pub type StartJob = unsafe extern "C" fn(
+    *mut *mut ASYNC_JOB,
+    *mut ASYNC_WAIT_CTX,
+    *mut c_int,
+    ASYNC_job_fn,
+    *mut c_void,
+    usize,
+) -> c_int;
+
+/// Whether a job can start untouched without looking further: nothing in
+/// the process needs job starts looked at, or `wctx` already carries the
+/// trampoline (a cleared callback is taken off at once) or the current "no
+/// slot" mark. A few loads, no call: this is the hook's fast path.
+#[inline(always)]
+pub fn pass_through(wctx: *mut ASYNC_WAIT_CTX) -> bool {
+    !gate::open() || internals::wait_ctx_is(wctx, trampoline_address())
+}
+
+/// The hook's checked path: wire libssl's jobs, then start them.
+///
+/// # Safety
+/// The arguments are `ASYNC_start_job`'s, from its caller, unchanged, and
+/// `real` is the real `ASYNC_start_job`.
+pub unsafe fn start_job(
+    real: StartJob,
+    job: *mut *mut ASYNC_JOB,
+    wctx: *mut ASYNC_WAIT_CTX,
+    ret: *mut c_int,
+    func: ASYNC_job_fn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    // SAFETY: the caller's arguments; job_ssl reads only the args block.
+    let ssl = unsafe { internals::job_ssl(job, func, args, size) };
+    // A panic in the shim's own code degrades to starting the job untouched:
+    // the real call below must happen exactly once whatever happened here.
+    let slot = match ssl {
+        Some(ssl) if !wctx.is_null() => {
+            std::panic::catch_unwind(|| wire(ssl, wctx)).unwrap_or(None)
+        }
+        _ => None,
+    };
+    if !stats::enabled() || wctx.is_null() {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        return unsafe { real(job, wctx, ret, func, args, size) };
+    }
+    let _ = std::panic::catch_unwind(|| stats::job_starting(slot));
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let r = unsafe { real(job, wctx, ret, func, args, size) };
+    // SAFETY: wctx is the SSL's wait ctx, alive across the call.
+    let status = unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) };
+    let _ = std::panic::catch_unwind(|| stats::job_returned(r, status));
+    r
+}
+
+/// Puts `slot`'s trampoline on `wctx`, or takes any callback off it.
+fn set_wait_callback(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) {
+    let (cb, arg): (sys::ASYNC_callback_fn, *mut c_void) = match slot {
+        Some(s) => {
+            s.wired.store(wctx.cast(), Ordering::Relaxed);
+            (Some(trampoline), s.handle())
+        }
+        None => (None, ptr::null_mut()),
+    };
+    // SAFETY: wctx is a live wait ctx: the one libssl passes to
+    // ASYNC_start_job, or the one recorded while its SSL is alive.
+    unsafe { sys::ASYNC_WAIT_CTX_set_callback(wctx, cb, arg) };
+}
+
+/// Called when the user clears `slot`'s callback: the wait ctx carrying its
+/// trampoline goes back to wait-fd notification right away, so the
+/// job-start hook never has to look further than the wait ctx.
+pub fn unwire(slot: &Slot) {
+    let w = slot.wired.swap(ptr::null_mut(), Ordering::Relaxed);
+    if !w.is_null() {
+        set_wait_callback(w.cast(), None);
+        debug!("callback cleared: wait ctx back to fd notification");
+    }
+}
+
+/// Makes `wctx` (the wait ctx of `ssl`'s job, about to start or resume)
+/// carry the shim's trampoline iff `ssl` currently has a callback.
+/// Returns the SSL's slot when its trampoline is on the wait ctx.
+fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<&'static Slot> {
+    let mut cur: sys::ASYNC_callback_fn = None;
+    let mut cur_arg: *mut c_void = ptr::null_mut();
+    // SAFETY: wctx is live; get_callback only writes the two out-params.
+    let has = unsafe { sys::ASYNC_WAIT_CTX_get_callback(wctx, &mut cur, &mut cur_arg) } == 1;
+    if has && cur.map(|f| f as usize) == Some(trampoline_address()) {
+        // Already ours (clearing takes it off at once, see `unwire`); the
+        // SSL is alive during its own job start, so its slot is current.
+        return slots::named(cur_arg);
+    }
+    let Some(slot) = state::ssl_slot(ssl) else {
+        if !has {
+            let mark = internals::slotless_mark() as *mut c_void;
+            // SAFETY: wctx is live; a NULL callback keeps engines on wait
+            // fds, and the mark lets the next job start skip this lookup.
+            unsafe { sys::ASYNC_WAIT_CTX_set_callback(wctx, None, mark) };
+        }
+        return None;
+    };
+    if slot.callback.load(Ordering::Acquire) != 0 {
+        set_wait_callback(wctx, Some(slot));
+        if !has {
+            // Native OpenSSL would not have wired this callback: set after
+            // the first job, or set again after a clear.
+            stats::late_registration();
+            debug!("callback wired after the first job");
+        }
+        Some(slot)
+    } else {
+        if has {
+            // libssl's own trampoline, pointing at a callback now cleared.
+            set_wait_callback(wctx, None);
+        }
+        None
+    }
+}
