@@ -111,6 +111,9 @@ test-rust: lib
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO_TEST_ENV) $(CARGO) test --release
+	# The slot protocol under loom's model checker (its own build: --cfg loom).
+	$(CARGO_TEST_ENV) RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CURDIR)/$(TARGET)/loom \
+		$(CARGO) test --release --lib loom
 
 test-c: lib
 	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=OFF >/dev/null

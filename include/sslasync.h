@@ -129,6 +129,13 @@ extern "C" {
 int sslasync_stats_get(struct sslasync_stats *out, size_t size);
 
 /**
+ * 1 when the shim is active in this process, 0 when it is inert (its
+ * self-check failed or `SSLASYNC_DISABLE=1`: every OpenSSL function then
+ * behaves exactly as without it). A program can log it at start-up.
+ */
+int sslasync_active(void);
+
+/**
  * The version of the loaded library, e.g. "0.2.0" (compare it with the
  * header's `SSLASYNC_VERSION`). The string is static; never NULL.
  */

@@ -1,5 +1,5 @@
 //! The shim's own C functions, declared in `sslasync.h` (not OpenSSL's):
-//! the statistics reader and the version.
+//! the statistics reader, the active/inert answer and the version.
 
 use libc::{c_char, c_int, size_t};
 
@@ -31,6 +31,18 @@ pub unsafe extern "C" fn sslasync_stats_get(out: *mut sslasync_stats, size: size
             )
         };
         s.enabled as c_int
+    })
+    .unwrap_or(0)
+}
+
+/// 1 when the shim is active in this process, 0 when it is inert (its
+/// self-check failed or `SSLASYNC_DISABLE=1`: every OpenSSL function then
+/// behaves exactly as without it). A program can log it at start-up.
+#[no_mangle]
+pub extern "C" fn sslasync_active() -> c_int {
+    std::panic::catch_unwind(|| {
+        crate::init();
+        crate::active() as c_int
     })
     .unwrap_or(0)
 }

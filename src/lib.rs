@@ -92,7 +92,7 @@ pub fn init() {
     log::init_from_env();
     stats::init_from_env();
     real::resolve_all();
-    let verdict = real::self_check().and_then(|v| {
+    let verdict = disabled().and_then(|()| real::self_check()).and_then(|v| {
         if state::register_indices() {
             Ok(v)
         } else {
@@ -122,6 +122,14 @@ pub fn init() {
             STATE.store(INERT, Ordering::Release);
             eprintln!("sslasync: inactive, OpenSSL's own behaviour applies: {why}");
         }
+    }
+}
+
+/// `SSLASYNC_DISABLE=1` turns the shim off without removing the preload.
+fn disabled() -> Result<(), String> {
+    match std::env::var_os("SSLASYNC_DISABLE") {
+        Some(v) if v == "1" => Err("SSLASYNC_DISABLE=1 is set".into()),
+        _ => Ok(()),
     }
 }
 
