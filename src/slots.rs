@@ -10,8 +10,9 @@
 //! The protocol (model-checked by the loom tests below): a delivery claims
 //! the slot's `busy` word, then checks the handle and reads the callback; a
 //! retirement (free) or a clear changes the handle or the callback, then waits
-//! until no other thread holds `busy`. Both sides use sequentially consistent
-//! operations, so either the delivery sees the change and drops, or the
+//! until no other thread holds `busy`. Each side puts a sequentially
+//! consistent fence between its write and its read (the store-buffering
+//! pattern), so either the delivery sees the change and drops, or the
 //! retirement sees the claim and waits: once `SSL_free` or a clear returns,
 //! the callback is not running and will not start. A thread never waits for
 //! its own delivery (a callback freeing or clearing its own SSL).
@@ -22,7 +23,7 @@ use std::sync::atomic::AtomicPtr as StdAtomicPtr;
 
 use libc::c_void;
 
-use crate::sync::{relax, AtomicPtr, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{fence, relax, AtomicPtr, AtomicU64, AtomicUsize, Ordering, SpinLock};
 use crate::sys::SSL;
 
 /// A handle is `generation << INDEX_BITS | index`; generations start at 1,
@@ -122,7 +123,7 @@ impl Slot {
         let owned = loop {
             match self
                 .busy
-                .compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => break true,
                 Err(holder) if holder == me => break false, // re-entered inline
@@ -130,10 +131,12 @@ impl Slot {
             }
         };
         let claim = Claim { slot: self, owned };
-        if self.id.load(Ordering::SeqCst) != handle {
+        // The claim, then the checks: pairs with the fence in `quiesce`.
+        fence(Ordering::SeqCst);
+        if self.id.load(Ordering::Acquire) != handle {
             return None;
         }
-        let callback = self.callback.load(Ordering::SeqCst);
+        let callback = self.callback.load(Ordering::Acquire);
         if callback == 0 {
             return None;
         }
@@ -147,9 +150,12 @@ impl Slot {
 
     /// Waits until no thread but `me` is delivering for this slot.
     fn quiesce(&self, me: usize) {
+        // The change (handle or callback), then the look at the claim: pairs
+        // with the fence in `begin_delivery`.
+        fence(Ordering::SeqCst);
         let mut spins = 0;
         loop {
-            let holder = self.busy.load(Ordering::SeqCst);
+            let holder = self.busy.load(Ordering::Acquire);
             if holder == 0 || holder == me {
                 return;
             }
@@ -160,7 +166,7 @@ impl Slot {
     /// Sets the callback; clearing it (0) returns only once no other thread
     /// is inside a delivery that read the old one.
     pub fn set_callback(&self, callback: usize, me: usize) {
-        self.callback.store(callback, Ordering::SeqCst);
+        self.callback.store(callback, Ordering::Release);
         if callback == 0 {
             self.quiesce(me);
         }
@@ -169,10 +175,10 @@ impl Slot {
     /// Ends the current owner: every handle naming it goes stale, and this
     /// returns once no other thread is delivering for it.
     fn retire(&self, me: usize) {
-        let old = self.id.fetch_add(GEN_ONE, Ordering::SeqCst);
+        let old = self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
         if (old + GEN_ONE) >> INDEX_BITS == 0 {
             // Generation 0 would make index 0's handle NULL: skip it.
-            self.id.fetch_add(GEN_ONE, Ordering::SeqCst);
+            self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
         }
         self.quiesce(me);
         self.callback.store(0, Ordering::Relaxed);

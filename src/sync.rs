@@ -11,10 +11,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::AtomicBool;
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize};
+pub use loom::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize};
 pub use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize};
+pub use std::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize};
 
 /// One step of a wait loop: spin briefly, then give the CPU away.
 #[inline]
