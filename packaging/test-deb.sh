@@ -50,6 +50,13 @@ while IFS= read -r f; do
     if [ -e "$f" ] || [ -L "$f" ]; then die "$f exists already (make install PREFIX=/usr?): not touching it"; fi
 done <"$tmp/files"
 ldconfig -p | grep -q libsslasync && die "the loader cache already knows a libsslasync: not touching it"
+# A make install elsewhere (/usr/local) would shadow the packages' files
+# (PATH, the compiler's include path) and the test would check the wrong ones.
+wrap=$(command -v with-sslasync || true)
+[ -z "$wrap" ] || die "a with-sslasync is installed already ($wrap): not touching it"
+for f in /usr/local/include/sslasync.h /usr/local/lib/pkgconfig/sslasync.pc /usr/local/lib/libsslasync.so.0; do
+    [ ! -e "$f" ] || die "$f exists (make install): uninstall it first"
+done
 
 # What the file system holds before; compared after the purge.
 snapshot() {
