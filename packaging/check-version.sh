@@ -28,10 +28,15 @@ same() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# SSLASYNC_VERSION's string in a header.
+header_version() {
+    sed -n 's/^#[[:space:]]*define[[:space:]]\{1,\}SSLASYNC_VERSION[[:space:]]\{1,\}"\([^"]*\)".*/\1/p' "$1" | head -n 1
+}
+
 same "Makefile VERSION" "$(make --no-print-directory -s -C "$root" version)"
 same "CHANGELOG.md latest entry" "$(sed -n 's/^## \[\([^]]*\)\].*/\1/p' "$root/CHANGELOG.md" | head -n 1)"
 same "include/sslasync.h SSLASYNC_VERSION" \
-    "$(sed -n 's/^#define SSLASYNC_VERSION "\(.*\)".*/\1/p' "$root/include/sslasync.h")"
+    "$(header_version "$root/include/sslasync.h")"
 
 # The man pages' .TH source field: "sslasync VERSION".
 th_version() { sed -n 's/^\.TH [^"]*"sslasync \([^"]*\)".*/\1/p' | head -n 1; }
@@ -86,7 +91,7 @@ if [ -f "$lib" ] && [ -f "$dev" ]; then
         "$(cd "$tmp/lib" && ls usr/lib/*/libsslasync.so.*.* | sed 's/.*libsslasync\.so\.//')"
     same "sslasync.pc Version" "$(sed -n 's/^Version: *//p' "$tmp"/dev/usr/lib/*/pkgconfig/sslasync.pc)"
     same "packaged sslasync.h SSLASYNC_VERSION" \
-        "$(sed -n 's/^#define SSLASYNC_VERSION "\(.*\)".*/\1/p' "$tmp/dev/usr/include/sslasync.h")"
+        "$(header_version "$tmp/dev/usr/include/sslasync.h")"
     same "packaged with-sslasync --version" "$(sh "$tmp/lib/usr/bin/with-sslasync" --version | sed 's/.* //')"
     for page in "$tmp"/lib/usr/share/man/man*/*.gz "$tmp"/dev/usr/share/man/man*/*.gz; do
         same "packaged man page ${page##*/}" "$(gzip -dc "$page" | th_version)"
