@@ -397,7 +397,7 @@ write_matrix_md() {
                 print "Modes: native (plain libssl), preload (`LD_PRELOAD`), linked"
                 print "(`-lsslasync` ahead of `-lssl`), diff (native and preloaded transcripts"
                 print "identical), static (header and exported-symbol checks), other (tests"
-                print "without a mode label, e.g. the examples and pre-flight checks)."
+                print "without one of those labels, e.g. the pre-flight checks)."
                 if (nc) {
                     print ""
                     print "## Cross checks: one version'"'"'s shim preloaded into another'"'"'s programs"
