@@ -115,13 +115,21 @@ test-rust: lib
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO_TEST_ENV) $(CARGO) test --release
 
+# The two_openssl test loads a private OpenSSL 4.0.3 beside the system one
+# (system build only); the script builds it once into ~/.cache/sslasync,
+# afterwards it only prints the prefix.
+ifeq ($(OPENSSL_DIR),)
+WITH_OTHER  = other=$$(bash c-tests/matrix/build-openssl.sh 4.0.3) &&
+OTHER_ARG   = -DSSLASYNC_OTHER_OPENSSL=$$other
+endif
+
 test-c: lib
-	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=OFF >/dev/null
+	$(WITH_OTHER) cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=OFF >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS)
 	ctest --test-dir $(CTEST_DIR) -j$(JOBS) --output-on-failure
 
 test-asan: lib
-	cmake -S c-tests -B $(ASAN_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=ON >/dev/null
+	$(WITH_OTHER) cmake -S c-tests -B $(ASAN_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	ctest --test-dir $(ASAN_DIR) -j$(JOBS) --output-on-failure
 
