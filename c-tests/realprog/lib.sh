@@ -66,8 +66,6 @@ rp_cleanup() {
 rp_init() {
     RP_NAME=$1
     RP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/realprog-$1.XXXXXX")
-    # nginx started as root serves files as an unprivileged worker user.
-    chmod 755 "$RP_TMP"
     trap rp_cleanup EXIT
     trap 'exit 1' INT TERM HUP
     [ -f "$SSLASYNC_SHIM" ] || rp_fail "no shim at $SSLASYNC_SHIM"
@@ -77,7 +75,6 @@ rp_init() {
     awk 'BEGIN { for (i = 1; i <= 200; i++)
                  printf "line %03d of the sslasync realprog body, served unchanged\n", i }' \
         >"$RP_TMP/www/index.html"
-    chmod 644 "$RP_TMP/www/index.html"
     RP_BODY_SHA=$(sha256sum <"$RP_TMP/www/index.html" | cut -d' ' -f1)
     cat >"$RP_TMP/openssl.cnf" <<EOF
 # The simulated accelerator, loaded at OpenSSL init and made the default for

@@ -16,10 +16,14 @@ rp_init nginx
 rp_certs ec
 
 run() {
-    local mode=$1 port pids dir="$RP_TMP/$1.nginx" deadline
+    local mode=$1 port pids dir="$RP_TMP/$1.nginx" deadline user=
     port=$(rp_free_port)
     mkdir -p "$dir"
+    # Started as root, nginx would run its workers as nobody, who may not
+    # reach the work dir (TMPDIR can be private): keep the current user.
+    [ "$(id -u)" -eq 0 ] && user="user $(id -un) $(id -gn);"
     cat >"$dir/nginx.conf" <<EOF
+$user
 daemon off;
 master_process on;
 worker_processes 2;
