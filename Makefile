@@ -6,7 +6,8 @@
 #   make matrix     the C suite on system OpenSSL 3.0, 3.5.5 and 4.0.3 (builds them once)
 #   make test       every test: Rust checks, C suite (preload/linked/native), ASan+UBSan
 #   make header     regenerate include/sslasync.h
-#   make install    PREFIX=/usr/local LIBDIR=$(PREFIX)/lib DESTDIR=
+#   make install    PREFIX=/usr/local LIBDIR=$(PREFIX)/lib MANDIR=$(PREFIX)/share/man DESTDIR=
+#   make deb        Debian packages libsslasync0 and libsslasync-dev in target/deb/
 #
 # Build against another OpenSSL (its own build tree, target/<prefix name>/):
 #   make OPENSSL_DIR=/opt/openssl-3.5 [test|demo]   an installed prefix
@@ -17,11 +18,16 @@ PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
 DESTDIR    ?=
 CARGO      ?= cargo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-VERSION    := 0.1.0
+# Cargo.toml's [package] version is the only place the version is written.
+VERSION    := $(shell sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+ifeq ($(VERSION),)
+$(error cannot read the version from Cargo.toml)
+endif
 TARGET     := target
 CTEST_DIR  := target/ctest
 ASAN_DIR   := target/ctest-asan
@@ -54,23 +60,12 @@ ifneq ($(OPENSSL_DIR),)
 CMAKE_ARGS += -DOPENSSL_ROOT_DIR=$(abspath $(OPENSSL_DIR))
 endif
 
-# The preload wrapper, generated next to the library (and installed to BINDIR).
-define WRAPPER
-#!/bin/sh
-# with-sslasync COMMAND [ARGS...]: runs COMMAND with sslasync preloaded in
-# front of the system libssl. The program needs no rebuild: its calls to
-# OpenSSL's async callback API and libssl's async job starts go through it.
-SSLASYNC_LIB=$${SSLASYNC_LIB:-@SO@}
-if [ $$# -eq 0 ]; then
-    echo "usage: with-sslasync COMMAND [ARGS...]" >&2
-    exit 2
-fi
-if [ ! -f "$$SSLASYNC_LIB" ]; then
-    echo "with-sslasync: $$SSLASYNC_LIB not found (run make, or set SSLASYNC_LIB)" >&2
-    exit 127
-fi
-LD_PRELOAD="$$SSLASYNC_LIB$${LD_PRELOAD:+:$$LD_PRELOAD}" exec "$$@"
-endef
+# The preload wrapper (and its --check) is tools/with-sslasync.in; the
+# library path it preloads and the version are filled in here.
+WRAPPER_SED = sed 's|@VERSION@|$(VERSION)|g; s|@SO@|$(1)|g' tools/with-sslasync.in
+# The man pages carry @VERSION@ in their .TH line; built into $(TARGET)/man.
+MAN_SRC    := $(wildcard man/*.[1-8])
+MAN_OUT    := $(patsubst man/%,$(TARGET)/man/%,$(MAN_SRC))
 
 # pkg-config file. --no-as-needed: the shim works only by symbol
 # interposition, so a linker that drops "unused" libraries would drop it.
@@ -86,9 +81,17 @@ Requires: libssl libcrypto
 Libs: -L$${libdir} -Wl,--push-state,--no-as-needed -lsslasync -Wl,--pop-state
 Cflags: -I$${includedir}
 endef
-export WRAPPER PCFILE
+export PCFILE
 
 .PHONY: all deps lib header test test-rust test-c test-asan demo bench matrix install uninstall clean
+.PHONY: man deb test-doc test-version test-deb version
+
+# Man-page lint always; the version check and the package round trip only
+# for the system build (the packages are built against the system OpenSSL).
+TEST_PKG   := test-doc
+ifeq ($(OPENSSL_DIR),)
+TEST_PKG   += test-version test-deb
+endif
 
 all: lib
 
@@ -98,13 +101,13 @@ deps:
 lib: deps
 	$(CARGO) build --release
 	ln -sf libsslasync.so $(TARGET)/release/libsslasync.so.0
-	printf '%s\n' "$$WRAPPER" | sed 's|@SO@|$(CURDIR)/$(SO)|' > $(TARGET)/release/with-sslasync
+	$(call WRAPPER_SED,$(CURDIR)/$(SO)) > $(TARGET)/release/with-sslasync
 	chmod 0755 $(TARGET)/release/with-sslasync
 
 header:
 	SSLASYNC_BLESS=1 $(CARGO) test --release header
 
-test: test-rust test-c test-asan
+test: test-rust test-c test-asan $(TEST_PKG)
 	@echo "make test: all suites passed"
 
 test-rust: lib
@@ -115,13 +118,21 @@ test-rust: lib
 	$(CARGO_TEST_ENV) RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CURDIR)/$(TARGET)/loom \
 		$(CARGO) test --release --lib loom
 
+# The two_openssl test loads a private OpenSSL 4.0.3 beside the system one
+# (system build only); the script builds it once into ~/.cache/sslasync,
+# afterwards it only prints the prefix.
+ifeq ($(OPENSSL_DIR),)
+WITH_OTHER  = other=$$(bash c-tests/matrix/build-openssl.sh 4.0.3) &&
+OTHER_ARG   = -DSSLASYNC_OTHER_OPENSSL=$$other
+endif
+
 test-c: lib
-	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=OFF >/dev/null
+	$(WITH_OTHER) cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=OFF >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS)
 	ctest --test-dir $(CTEST_DIR) -j$(JOBS) --output-on-failure
 
 test-asan: lib
-	cmake -S c-tests -B $(ASAN_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=ON >/dev/null
+	$(WITH_OTHER) cmake -S c-tests -B $(ASAN_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	ctest --test-dir $(ASAN_DIR) -j$(JOBS) --output-on-failure
 
@@ -140,7 +151,7 @@ bench: lib
 matrix: lib
 	sh c-tests/matrix/run-matrix.sh
 
-install: lib
+install: lib man
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 0755 $(SO) $(DESTDIR)$(LIBDIR)/libsslasync.so.$(VERSION)
 	ln -sf libsslasync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsslasync.so.0
@@ -148,13 +159,48 @@ install: lib
 	install -m 0644 include/sslasync.h $(DESTDIR)$(INCLUDEDIR)/sslasync.h
 	printf '%s\n' "$$PCFILE" | sed 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 		> $(DESTDIR)$(LIBDIR)/pkgconfig/sslasync.pc
-	printf '%s\n' "$$WRAPPER" | sed 's|@SO@|$(LIBDIR)/libsslasync.so.0|' > $(DESTDIR)$(BINDIR)/with-sslasync
+	$(call WRAPPER_SED,$(LIBDIR)/libsslasync.so.0) > $(DESTDIR)$(BINDIR)/with-sslasync
 	chmod 0755 $(DESTDIR)$(BINDIR)/with-sslasync
+	for f in $(MAN_OUT); do s=$${f##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; \
+		install -m 0644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libsslasync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsslasync.so.0 \
 		$(DESTDIR)$(LIBDIR)/libsslasync.so $(DESTDIR)$(INCLUDEDIR)/sslasync.h \
 		$(DESTDIR)$(LIBDIR)/pkgconfig/sslasync.pc $(DESTDIR)$(BINDIR)/with-sslasync
+	for f in $(MAN_SRC); do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f##*/}; done
+
+# ------------------------------------------- man pages, packages, version
+man: $(MAN_OUT)
+
+$(TARGET)/man/%: man/% Cargo.toml
+	@mkdir -p $(@D)
+	sed 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# Debian packages: the `make install` layout for /usr, split into the library
+# package and the -dev package by packaging/build-deb.sh.
+DEB_DIR      := $(TARGET)/deb
+DEB_MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $${CC:-cc} -print-multiarch)
+deb: lib man
+	@test -z "$(OPENSSL_DIR)" || { echo "make deb: packages are built against the system OpenSSL only" >&2; exit 1; }
+	rm -rf $(DEB_DIR)/stage
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_DIR)/stage PREFIX=/usr \
+		LIBDIR=/usr/lib/$(DEB_MULTIARCH)
+	sh packaging/build-deb.sh $(VERSION) $(DEB_DIR)/stage $(DEB_DIR)
+
+test-doc: man
+	sh packaging/lint-man.sh $(MAN_OUT)
+
+test-version: deb
+	sh packaging/check-version.sh $(TARGET)
+
+version:
+	@echo $(VERSION)
+
+# Installs the packages on this machine (root only; CI is root), exit 77 = skipped.
+test-deb: deb
+	@bash packaging/test-deb.sh $(DEB_DIR); rc=$$?; \
+	if [ $$rc -eq 77 ]; then echo "test-deb: SKIPPED (needs root for dpkg -i)"; else exit $$rc; fi
 
 clean:
 	$(CARGO) clean

@@ -9,8 +9,10 @@
 #   BENCH_QUICK=1       fewer cells and rounds: under a minute
 #
 # Tuning knobs, read by the driver: BENCH_ROUNDS, BENCH_ROUNDS_C1024,
-# BENCH_CELL_SECONDS, BENCH_SMALL_SECONDS, BENCH_CALLGRIND_N, BENCH_MEM_SSLS,
-# BENCH_NO_PIN (do not pin the loop and device threads to CPUs).
+# BENCH_PAIRS, BENCH_CELL_SECONDS, BENCH_MICRO_SECONDS, BENCH_CALLGRIND_N,
+# BENCH_MEM_SSLS; by the workers: BENCH_NO_PIN (do not pin the loop and device
+# threads to CPUs), BENCH_SCHED=nice|normal (nice -20, or plain, instead of
+# SCHED_FIFO).
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)

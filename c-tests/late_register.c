@@ -3,10 +3,10 @@
  *
  * Native OpenSSL wires the callback into the wait ctx only when the first
  * job creates it, so a later registration is never delivered: the engine
- * keeps using wait fds (FACTS section 2a). The shim (deliberate difference)
- * delivers it from the next pause on. The engine decides per submission, so
- * an operation already in flight when the callback is set still completes
- * through its fd in both.
+ * keeps using wait fds (README.md, "Semantics": "callback set after the SSL's
+ * first async job"). The shim (deliberate difference) delivers it from the
+ * next pause on. The engine decides per submission, so an operation already
+ * in flight when the callback is set still completes through its fd in both.
  */
 #include "tlsdrive.h"
 

@@ -1,0 +1,347 @@
+/*
+ * Delivery vs SSL_free and clearing (shim only). Once SSL_free(s) or
+ * SSL_set_async_callback(s, NULL) has returned, s's callback is not running
+ * and will not start: that is what lets an application free the callback's
+ * argument right after either call. The shim must wait for a delivery in
+ * progress on another thread, yet a callback that clears or frees its own
+ * SSL (on the device thread, or inline inside SSL_do_handshake) must not
+ * wait for itself.
+ *
+ * Phases:
+ *  1. device thread, the callback clears its own SSL's callback;
+ *  2. device thread, the callback frees its own SSL;
+ *  3. inline (dasync style, same thread, inside the job): the callback
+ *     clears itself;
+ *     none of them may deadlock (a watchdog fails the test instead);
+ *  4. the race: rounds of K SSLs paused on the device; the device is
+ *     released and two threads at once SSL_free or clear each SSL, either
+ *     the moment its callback is seen running or without waiting, and set
+ *     the connection's `gone` flag right after the call returns. The
+ *     callback spins up to a millisecond (to widen the window) and
+ *     checks `gone` at its start and while it runs: seeing it set is a
+ *     callback that started after, or was still running after, the call
+ *     returned. The callback never touches its SSL* (it may be freed).
+ */
+#define _GNU_SOURCE
+#include "tlsdrive.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define K 8            /* connections per round */
+#define ROUNDS 100
+/* How long the racing callback runs unless it sees its SSL gone first:
+ * long enough that a thread that saw it start, even one descheduled for a
+ * while on a loaded machine, frees or clears it while it still runs. */
+#define SPIN_US 1000
+#define FREERS 2
+
+enum mode { FREE_WHEN_RUNNING, CLEAR_WHEN_RUNNING, FREE_AT_ONCE, CLEAR_AT_ONCE, NMODES };
+static const char *const mode_name[NMODES] = {
+    "SSL_free while the callback runs", "clear while the callback runs",
+    "SSL_free right after the release", "clear right after the release",
+};
+
+typedef struct {
+    tlsd_conn c;
+    atomic_int running, done, gone;
+    enum mode mode;
+    int round, index;
+} race_conn;
+
+static atomic_uint violations;
+static atomic_flag first_taken = ATOMIC_FLAG_INIT;
+static char first_violation[256];
+
+/* ------------------------------------------------------------- watchdog */
+/* A deadlock in a phase would otherwise hang until CTest's timeout. */
+static const char *volatile phase_name = "";
+
+static void on_alarm(int sig)
+{
+    static const char a[] = "FAIL free_vs_delivery: no progress in phase \"";
+    static const char b[] = "\" (deadlock?)\n";
+    const char *p = phase_name;
+
+    (void)sig;
+    if (write(2, a, sizeof(a) - 1) < 0 || write(2, p, strlen(p)) < 0
+        || write(2, b, sizeof(b) - 1) < 0)
+        _exit(1);
+    _exit(1);
+}
+
+static void phase(const char *name)
+{
+    phase_name = name;
+    alarm(name != NULL ? (tlsd_timeout_ms() + 999) / 1000 * 2 : 0);
+}
+
+static long long now_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* ------------------------------------------------------------- phases 1-3 */
+static atomic_uint self_done;
+
+static int self_clear_cb(SSL *s, void *arg)
+{
+    race_conn *r = arg;
+
+    TLSD_CHECK(SSL_set_async_callback(s, NULL) == 1, "self clear");
+    atomic_store(&r->done, 1);
+    atomic_fetch_add(&self_done, 1);
+    return 1;
+}
+
+static int self_free_cb(SSL *s, void *arg)
+{
+    race_conn *r = arg;
+
+    TLSD_CHECK(s == r->c.server, "callback got another SSL*");
+    SSL_free(s);
+    atomic_store(&r->done, 1);
+    atomic_fetch_add(&self_done, 1);
+    return 1;
+}
+
+static int inline_clear_cb(SSL *s, void *arg)
+{
+    race_conn *r = arg;
+
+    TLSD_CHECK(tlsd_in_server_call(), "inline callback outside SSL_do_handshake");
+    TLSD_CHECK(SSL_set_async_callback(s, NULL) == 1, "inline self clear");
+    atomic_store(&r->done, 1);
+    atomic_fetch_add(&self_done, 1);
+    tlsd_note(&r->c);
+    return 1;
+}
+
+static void wait_self_done(unsigned n, const char *what)
+{
+    long long deadline = now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+    while (atomic_load(&self_done) < n) {
+        TLSD_CHECK(now_ns() < deadline, "%s: %u of %u callbacks returned (deadlock?)", what,
+                   atomic_load(&self_done), n);
+        sched_yield();
+    }
+}
+
+/* K SSLs paused on the held device, their callback `cb`, arg the conn. */
+static void pause_all(race_conn *rc, SSL_CTX *sctx, SSL_async_callback_fn cb)
+{
+    int i;
+
+    simaccel_hold(1);
+    for (i = 0; i < K; i++) {
+        memset(&rc[i], 0, sizeof(rc[i]));
+        tlsd_conn_init(&rc[i].c, sctx, NULL);
+        TLSD_CHECK(SSL_set_async_callback(rc[i].c.server, cb) == 1, "set callback");
+        TLSD_CHECK(SSL_set_async_callback_arg(rc[i].c.server, &rc[i]) == 1, "set arg");
+        rc[i].index = i;
+        TLSD_CHECK(tlsd_run_until_paused(&rc[i].c) == 1, "connection %d: no pause", i);
+    }
+    TLSD_CHECK(simaccel_wait_in_flight(K, tlsd_timeout_ms()), "not all %d submitted", K);
+}
+
+/* The operation is complete: resume the job and finish the handshake (the
+ * completion's notification may have been dropped, hence no waiting). */
+static void finish(race_conn *r)
+{
+    r->c.paused = 0;
+    tlsd_handshake(&r->c);
+    tlsd_conn_free(&r->c);
+}
+
+static void self_phases(SSL_CTX *sctx, race_conn *rc)
+{
+    int i;
+
+    phase("device callback clears its own SSL");
+    atomic_store(&self_done, 0);
+    pause_all(rc, sctx, self_clear_cb);
+    simaccel_hold(0);
+    wait_self_done(K, phase_name);
+    TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "%s: device did not finish", phase_name);
+    for (i = 0; i < K; i++)
+        finish(&rc[i]);
+    tlsd_say("device thread: %d callbacks cleared their own SSL and returned", K);
+
+    phase("device callback frees its own SSL");
+    atomic_store(&self_done, 0);
+    pause_all(rc, sctx, self_free_cb);
+    simaccel_hold(0);
+    wait_self_done(K, phase_name);
+    TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "%s: device did not finish", phase_name);
+    for (i = 0; i < K; i++) {
+        /* The callback freed the server (its paused job leaks, as natively). */
+        SSL_free(rc[i].c.client);
+    }
+    tlsd_say("device thread: %d callbacks freed their own SSL and returned", K);
+
+    phase("inline callback clears itself");
+    tlsd_style(SIMACCEL_STYLE_INLINE, 0, 0);
+    atomic_store(&self_done, 0);
+    for (i = 0; i < K; i++) {
+        memset(&rc[i], 0, sizeof(rc[i]));
+        tlsd_conn_init(&rc[i].c, sctx, NULL);
+        SSL_set_async_callback(rc[i].c.server, inline_clear_cb);
+        SSL_set_async_callback_arg(rc[i].c.server, &rc[i]);
+        tlsd_handshake(&rc[i].c);
+        TLSD_CHECK(rc[i].c.noted_before_return == 1, "connection %d: callback not inline", i);
+        tlsd_conn_free(&rc[i].c);
+    }
+    wait_self_done(K, phase_name);
+    tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
+    tlsd_say("inline: %d callbacks cleared themselves inside SSL_do_handshake", K);
+}
+
+/* ---------------------------------------------------------------- phase 4 */
+static void violation(race_conn *r, const char *what)
+{
+    atomic_fetch_add(&violations, 1);
+    if (!atomic_flag_test_and_set(&first_taken))
+        snprintf(first_violation, sizeof(first_violation),
+                 "round %d connection %d (%s): the callback %s", r->round, r->index,
+                 mode_name[r->mode], what);
+}
+
+static int race_cb(SSL *s, void *arg)
+{
+    race_conn *r = arg;
+    long long until;
+
+    (void)s; /* may already be freed: never touched */
+    if (atomic_load(&r->gone)) {
+        violation(r, "started after the call had returned");
+        return 1;
+    }
+    atomic_store(&r->running, 1);
+    until = now_ns() + SPIN_US * 1000LL;
+    while (now_ns() < until) {
+        if (atomic_load(&r->gone)) {
+            violation(r, "was still running when the call returned");
+            break;
+        }
+    }
+    atomic_store(&r->running, 0);
+    atomic_store(&r->done, 1);
+    return 1;
+}
+
+static race_conn *round_conns;
+static pthread_barrier_t round_start, round_end;
+static atomic_int stop_freers;
+
+static void act(race_conn *r)
+{
+    if (r->mode == FREE_WHEN_RUNNING || r->mode == FREE_AT_ONCE)
+        tlsd_conn_free_server_only(&r->c);
+    else
+        SSL_set_async_callback(r->c.server, NULL);
+    atomic_store(&r->gone, 1);
+}
+
+static void *freer_main(void *argp)
+{
+    int me = (int)(intptr_t)argp, i;
+
+    for (;;) {
+        pthread_barrier_wait(&round_start);
+        if (atomic_load(&stop_freers))
+            return NULL;
+        /* In FIFO order, the order the device completes them. */
+        for (i = me; i < K; i += FREERS) {
+            race_conn *r = &round_conns[i];
+
+            if (r->mode == FREE_WHEN_RUNNING || r->mode == CLEAR_WHEN_RUNNING) {
+                long long deadline = now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+                /* Never freed before, so its callback is delivered. */
+                while (!atomic_load(&r->running) && !atomic_load(&r->done))
+                    TLSD_CHECK(now_ns() < deadline, "round %d connection %d: callback "
+                               "never ran", r->round, i);
+            }
+            act(r);
+        }
+        pthread_barrier_wait(&round_end);
+    }
+}
+
+static void race_phase(SSL_CTX *sctx, race_conn *rc)
+{
+    pthread_t freers[FREERS];
+    unsigned delivered = 0, tally[NMODES] = { 0 };
+    int round, i;
+
+    round_conns = rc;
+    TLSD_CHECK(pthread_barrier_init(&round_start, NULL, FREERS + 1) == 0, "barrier");
+    TLSD_CHECK(pthread_barrier_init(&round_end, NULL, FREERS + 1) == 0, "barrier");
+    for (i = 0; i < FREERS; i++)
+        TLSD_CHECK(pthread_create(&freers[i], NULL, freer_main, (void *)(intptr_t)i) == 0,
+                   "pthread_create");
+    for (round = 0; round < ROUNDS; round++) {
+        phase("SSL_free and clear racing deliveries");
+        pause_all(rc, sctx, race_cb);
+        for (i = 0; i < K; i++) {
+            rc[i].round = round;
+            rc[i].mode = (enum mode)((round + i) % NMODES);
+        }
+        simaccel_hold(0);
+        pthread_barrier_wait(&round_start);
+        pthread_barrier_wait(&round_end);
+        TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "round %d: device did not finish",
+                   round);
+        for (i = 0; i < K; i++) {
+            race_conn *r = &rc[i];
+
+            tally[r->mode]++;
+            delivered += (unsigned)atomic_load(&r->done);
+            if (r->mode == CLEAR_WHEN_RUNNING || r->mode == CLEAR_AT_ONCE)
+                finish(r);
+            else
+                SSL_free(r->c.client); /* the server's paused job leaks, as natively */
+        }
+    }
+    atomic_store(&stop_freers, 1);
+    pthread_barrier_wait(&round_start);
+    for (i = 0; i < FREERS; i++)
+        pthread_join(freers[i], NULL);
+    pthread_barrier_destroy(&round_start);
+    pthread_barrier_destroy(&round_end);
+    phase(NULL);
+    fprintf(stderr, "free_vs_delivery: %d rounds x %d SSLs, %u callbacks ran; per mode:"
+            " %u %u %u %u\n", ROUNDS, K, delivered, tally[0], tally[1], tally[2], tally[3]);
+    TLSD_CHECK(atomic_load(&violations) == 0,
+               "%u callbacks ran after SSL_free or a clear of their SSL had returned; "
+               "first: %s", atomic_load(&violations), first_violation);
+    tlsd_say("%d rounds x %d SSLs freed or cleared against their deliveries: no callback "
+             "after the call returned", ROUNDS, K);
+}
+
+int main(void)
+{
+    SSL_CTX *sctx;
+    race_conn *rc;
+
+    signal(SIGALRM, on_alarm);
+    tlsd_begin("free_vs_delivery", TLSD_SHIM_ONLY);
+    tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
+    rc = calloc(K, sizeof(*rc));
+    TLSD_CHECK(rc != NULL, "calloc");
+    sctx = tlsd_server_ctx("ec", 0);
+    self_phases(sctx, rc);
+    race_phase(sctx, rc);
+    phase(NULL);
+    free(rc);
+    SSL_CTX_free(sctx);
+    return tlsd_end();
+}
