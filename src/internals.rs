@@ -77,14 +77,17 @@ pub unsafe fn job_ssl(
     // SAFETY: args points at `size` bytes, and size covers the first word.
     let first = unsafe { args.cast::<usize>().read_unaligned() };
     let offset = (job as usize).wrapping_sub(first);
-    if offset == JOB_OFFSET.load(Ordering::Relaxed) && first != 0 {
+    let known = JOB_OFFSET.load(Ordering::Relaxed);
+    if offset == known && first != 0 {
         return Some(first as *mut SSL);
     }
     if first != 0 && first == PROBE_SSL.load(Ordering::Relaxed) {
         record_probe(offset);
-    } else {
+    } else if known != UNKNOWN {
         unverified(offset);
     }
+    // Not yet measured: no SSL of this process needed wiring so far (the
+    // hook looks only because statistics are counting).
     None
 }
 

@@ -150,6 +150,39 @@ fn code_segment(addr: usize) -> Option<(usize, usize)> {
     search.found
 }
 
+/// Another libssl than the shim's, loaded when the shim initialises (a
+/// program of another OpenSSL major with the shim preloaded), by path.
+fn other_libssl(ours: usize) -> Option<String> {
+    struct Search {
+        ours: usize,
+        found: Option<String>,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info and our Search pointer.
+        let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
+        if info.dlpi_name.is_null() || info.dlpi_addr as usize == search.ours {
+            return 0;
+        }
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy();
+        let base = name.rsplit('/').next().unwrap_or("");
+        if base.starts_with("libssl.so.") {
+            search.found = Some(name.into_owned());
+            return 1;
+        }
+        0
+    }
+    let mut search = Search { ours, found: None };
+    // SAFETY: visit matches the callback type and only uses `search` during
+    // the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search).cast()) };
+    search.found
+}
+
 /// The OpenSSL major version the shim was compiled against.
 pub fn built_major() -> u64 {
     sys::OPENSSL_VERSION_MAJOR as u64
@@ -200,6 +233,16 @@ pub fn self_check() -> Result<Verdict, String> {
             name(process_ssl),
             name(linked_ssl),
             built_major()
+        ));
+    }
+    if let Some(other) = other_libssl(linked_ssl.as_ref().map_or(0, |o| o.0)) {
+        // Its calls carry its own version node and never reach the shim, so
+        // the shim could only serve an OpenSSL this program does not use.
+        return Err(format!(
+            "the process runs {other}, sslasync was built for OpenSSL {} ({}); it stays out \
+             of that OpenSSL's way",
+            built_major(),
+            NODE.to_string_lossy()
         ));
     }
     // SAFETY: OpenSSL_version_num takes no arguments and has no preconditions.
