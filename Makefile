@@ -5,6 +5,9 @@
 #   make bench      shim vs native OpenSSL benchmarks (BENCH_QUICK=1: under a minute)
 #   make matrix     the C suite on system OpenSSL 3.0, 3.5.5 and 4.0.3 (builds them once)
 #   make test       every test: Rust checks, C suite (preload/linked/native), ASan+UBSan
+#   make soak       long runs (plain build, target/ctest-soak): the randomized API test with
+#                   300,000 operations on each of 4 seeds, stress at 8 x 10,000 SSLs,
+#                   valgrind memcheck over 300,000 SSL lifecycles (SOAK_SEEDS="5 6" for others)
 #   make header     regenerate include/sslasync.h
 #   make install    PREFIX=/usr/local LIBDIR=$(PREFIX)/lib MANDIR=$(PREFIX)/share/man DESTDIR=
 #   make deb        Debian packages libsslasync0 and libsslasync-dev in target/deb/
@@ -84,6 +87,7 @@ endef
 export PCFILE
 
 .PHONY: all deps lib header test test-rust test-c test-asan demo bench matrix install uninstall clean
+.PHONY: soak
 .PHONY: man deb test-doc test-version test-deb version
 
 # Man-page lint always; the version check and the package round trip only
@@ -150,6 +154,16 @@ bench: lib
 
 matrix: lib
 	sh c-tests/matrix/run-matrix.sh
+
+# Only the soak runs (label soak) of a build of their own; valgrind comes
+# from .ci/deps. Each fuzz seed prints its FUZZ_SEED, for a rerun by hand.
+SOAK_DIR   := $(TARGET)/ctest-soak
+SOAK_SEEDS ?= 1 2 3 4
+soak: lib
+	cmake -S c-tests -B $(SOAK_DIR) $(CMAKE_ARGS) -DSSLASYNC_SANITIZE=OFF -DSSLASYNC_SOAK=ON \
+		"-DSSLASYNC_SOAK_SEEDS=$(SOAK_SEEDS)" >/dev/null
+	cmake --build $(SOAK_DIR) -j$(JOBS) --target fuzz_api stress lifecycle
+	ctest --test-dir $(SOAK_DIR) -L soak -j$(JOBS) --output-on-failure
 
 install: lib man
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
