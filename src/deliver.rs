@@ -22,13 +22,37 @@ pub fn trampoline_address() -> usize {
 
 /// The callback the shim puts on a wait ctx; `arg` is a slot handle.
 pub unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
-    let Some(slot) = slots::named(arg) else {
+    if stats::enabled() {
+        // SAFETY: same contract.
+        return unsafe { trampoline_counted(arg) };
+    }
+    // SAFETY: same contract.
+    unsafe { deliver(arg, false) }
+}
+
+/// [`trampoline`] with `SSLASYNC_STATS` on, kept out of line so the plain
+/// path keeps few registers live across the user's callback.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn trampoline_counted(arg: *mut c_void) -> c_int {
+    // SAFETY: same contract.
+    unsafe { deliver(arg, true) }
+}
+
+/// Calls the user's callback for the slot `handle` names, if it still may.
+///
+/// # Safety
+/// `handle` is a wait-ctx callback argument (any value: it is checked).
+#[inline(always)]
+unsafe fn deliver(handle: *mut c_void, count: bool) -> c_int {
+    let Some(slot) = slots::named(handle) else {
         return dropped(true);
     };
-    let Some((target, claim)) = slot.begin_delivery(arg as usize as u64, current_thread()) else {
-        return dropped(slot.handle() != arg);
+    let Some((target, claim)) = slot.begin_delivery(handle as usize as u64, current_thread())
+    else {
+        return dropped(slot.handle() != handle);
     };
-    if stats::enabled() {
+    if count {
         stats::callback_delivered(slot);
     }
     // SAFETY: callback holds a non-NULL SSL_async_callback_fn stored by a

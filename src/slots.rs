@@ -119,16 +119,12 @@ impl Slot {
         if self.id.load(Ordering::Relaxed) != handle {
             return None; // stale: no need to claim anything
         }
-        let mut spins = 0;
-        let owned = loop {
-            match self
-                .busy
-                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => break true,
-                Err(holder) if holder == me => break false, // re-entered inline
-                Err(_) => relax(&mut spins),
-            }
+        let owned = match self
+            .busy
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => true,
+            Err(holder) => self.claim_contended(holder, me),
         };
         let claim = Claim { slot: self, owned };
         // The claim, then the checks: pairs with the fence in `quiesce`.
@@ -146,6 +142,27 @@ impl Slot {
             arg: self.arg.load(Ordering::Acquire),
         };
         Some((target, claim))
+    }
+
+    /// The claim when `busy` was taken: by this thread (a delivery re-entered
+    /// inline: not owned, the outer one releases it) or by another (wait).
+    #[cold]
+    #[inline(never)]
+    fn claim_contended(&self, mut holder: usize, me: usize) -> bool {
+        let mut spins = 0;
+        loop {
+            if holder == me {
+                return false;
+            }
+            relax(&mut spins);
+            match self
+                .busy
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(h) => holder = h,
+            }
+        }
     }
 
     /// Waits until no thread but `me` is delivering for this slot.
