@@ -115,72 +115,56 @@ fn object_of(addr: usize) -> Option<(usize, CString)> {
     Some((info.dli_fbase as usize, name))
 }
 
-/// Finds the executable PT_LOAD segment of the object containing `addr`.
-fn code_segment(addr: usize) -> Option<(usize, usize)> {
-    struct Search {
-        addr: usize,
-        found: Option<(usize, usize)>,
-    }
+/// Calls `f` on each loaded object (`dl_iterate_phdr`) until it answers.
+fn each_object<T>(mut f: impl FnMut(&libc::dl_phdr_info) -> Option<T>) -> Option<T> {
+    type Visit<'a> = &'a mut dyn FnMut(&libc::dl_phdr_info) -> bool;
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
         _size: usize,
         data: *mut c_void,
     ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info and our Search pointer.
-        let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
-        for i in 0..info.dlpi_phnum as usize {
+        // SAFETY: dl_iterate_phdr passes a valid info and our closure.
+        let (info, f) = unsafe { (&*info, &mut *data.cast::<Visit>()) };
+        f(info) as c_int
+    }
+    let mut found = None;
+    let mut one = |info: &libc::dl_phdr_info| {
+        found = f(info);
+        found.is_some()
+    };
+    let mut one: Visit = &mut one;
+    // SAFETY: visit matches the callback type and only uses the closure
+    // during the call; the closures never panic.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut one as *mut Visit).cast()) };
+    found
+}
+
+/// Finds the executable PT_LOAD segment of the object containing `addr`.
+fn code_segment(addr: usize) -> Option<(usize, usize)> {
+    each_object(|info| {
+        (0..info.dlpi_phnum as usize).find_map(|i| {
             // SAFETY: dlpi_phdr has dlpi_phnum entries.
             let ph = unsafe { &*info.dlpi_phdr.add(i) };
-            if ph.p_type != libc::PT_LOAD || ph.p_flags & libc::PF_X == 0 {
-                continue;
-            }
             let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
             let len = ph.p_memsz as usize;
-            if search.addr.wrapping_sub(start) < len {
-                search.found = Some((start, len));
-                return 1;
-            }
-        }
-        0
-    }
-    let mut search = Search { addr, found: None };
-    // SAFETY: visit matches the callback type and only uses `search` during
-    // the call.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search).cast()) };
-    search.found
+            let code = ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0;
+            (code && addr.wrapping_sub(start) < len).then_some((start, len))
+        })
+    })
 }
 
 /// Another libssl than the shim's, loaded when the shim initialises (a
 /// program of another OpenSSL major with the shim preloaded), by path.
 fn other_libssl(ours: usize) -> Option<String> {
-    struct Search {
-        ours: usize,
-        found: Option<String>,
-    }
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info and our Search pointer.
-        let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
-        if info.dlpi_name.is_null() || info.dlpi_addr as usize == search.ours {
-            return 0;
+    each_object(|info| {
+        if info.dlpi_name.is_null() || info.dlpi_addr as usize == ours {
+            return None;
         }
         // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
         let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy();
         let base = name.rsplit('/').next().unwrap_or("");
-        if base.starts_with("libssl.so.") {
-            search.found = Some(name.into_owned());
-            return 1;
-        }
-        0
-    }
-    let mut search = Search { ours, found: None };
-    // SAFETY: visit matches the callback type and only uses `search` during
-    // the call.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search).cast()) };
-    search.found
+        base.starts_with("libssl.so.").then(|| name.into_owned())
+    })
 }
 
 /// The OpenSSL major version the shim was compiled against.
