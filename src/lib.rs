@@ -76,6 +76,9 @@ pub fn active() -> bool {
 /// Resolves the real OpenSSL, runs the self-check and decides active or
 /// inert, once; later calls return at once (concurrent ones wait).
 pub fn init() {
+    if STATE.load(Ordering::Acquire) >= ACTIVE {
+        return;
+    }
     let mut spins = 0;
     loop {
         match STATE.compare_exchange(
