@@ -16,25 +16,20 @@
  */
 #include "tlsdrive.h"
 
-#include <dlfcn.h>
 #include <string.h>
 
 #include <openssl/async.h>
 
 #include "sslasync.h"
 
-typedef int (*stats_get_fn)(sslasync_stats *, size_t);
-
 static int job_ran;
 
 static unsigned long long unverified(void)
 {
-    stats_get_fn get = (stats_get_fn)dlsym(RTLD_DEFAULT, "sslasync_stats_get");
     sslasync_stats st;
 
-    TLSD_CHECK(get != NULL, "sslasync_stats_get not found");
     memset(&st, 0, sizeof(st));
-    get(&st, sizeof(st));
+    tlsd_shim_stats_get()(&st, sizeof(st));
     return (unsigned long long)st.jobs_unverified;
 }
 

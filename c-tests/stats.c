@@ -12,8 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef int (*stats_get_fn)(sslasync_stats *out, size_t size);
-static stats_get_fn stats_get;
+static tlsd_stats_get_fn stats_get;
 static sslasync_stats before;
 
 static void mark(void)
@@ -80,16 +79,9 @@ int main(int argc, char **argv)
     sslasync_stats off;
 
     (void)argc;
-    if (getenv("SSLASYNC_STATS") == NULL && getenv("SSLASYNC_EXPECT") != NULL
-        && strcmp(getenv("SSLASYNC_EXPECT"), "shim") == 0) {
-        setenv("SSLASYNC_STATS", "1", 1);
-        execv("/proc/self/exe", argv);
-        perror("execv");
-        return 1;
-    }
+    tlsd_reexec_with_stats(argv);
     tlsd_begin("stats", TLSD_SHIM_ONLY);
-    stats_get = (stats_get_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "sslasync_stats_get");
-    TLSD_CHECK(stats_get != NULL, "the shim exports no sslasync_stats_get");
+    stats_get = tlsd_shim_stats_get();
     TLSD_CHECK(stats_get(NULL, sizeof(off)) == 0, "NULL out must return 0");
     memset(&off, 0xff, sizeof(off));
     TLSD_CHECK(stats_get(&off, 8) == 1 && off.enabled == 1 && off.callbacks_delivered

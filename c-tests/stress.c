@@ -42,7 +42,6 @@
 #define DOOMED_EVERY 4    /* every 4th SSL is freed while paused */
 #define LATENCY_US 100
 
-typedef int (*stats_get_fn)(sslasync_stats *out, size_t size);
 
 struct worker;
 
@@ -206,7 +205,7 @@ int main(int argc, char **argv)
 {
     worker ws[THREADS];
     pthread_t th[THREADS];
-    stats_get_fn stats_get;
+    tlsd_stats_get_fn stats_get;
     sslasync_stats before, after;
     simaccel_counters d;
     const char *env = getenv("STRESS_SSLS");
@@ -215,17 +214,9 @@ int main(int argc, char **argv)
     uint64_t delivered, dropped;
 
     (void)argc;
-    /* The shim reads SSLASYNC_STATS when it loads. */
-    if (getenv("SSLASYNC_STATS") == NULL && getenv("SSLASYNC_EXPECT") != NULL
-        && strcmp(getenv("SSLASYNC_EXPECT"), "shim") == 0) {
-        setenv("SSLASYNC_STATS", "1", 1);
-        execv("/proc/self/exe", argv);
-        perror("execv");
-        return 1;
-    }
+    tlsd_reexec_with_stats(argv);
     tlsd_begin("stress", TLSD_SHIM_ONLY);
-    stats_get = (stats_get_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "sslasync_stats_get");
-    TLSD_CHECK(stats_get != NULL, "the shim exports no sslasync_stats_get");
+    stats_get = tlsd_shim_stats_get();
     total = (uint64_t)n * THREADS;
     printf("stress: %d threads x %u SSLs, every %dth freed while paused, device latency %d us\n",
            THREADS, n, DOOMED_EVERY, LATENCY_US);
