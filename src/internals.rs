@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void};
 
-use crate::log::debug;
+use crate::log::{debug, notice};
 use crate::sys::{self, ASYNC_job_fn, ASYNC_WAIT_CTX, SSL};
 
 /// `sizeof(struct ssl_async_args)`: five pointer-sized words (SSL*, buffer,
@@ -135,9 +135,9 @@ pub fn ensure_job_layout(open_gate: impl Fn(bool)) {
     open_gate(false);
     let offset = JOB_OFFSET.load(Ordering::Relaxed);
     if offset == UNKNOWN {
-        eprintln!(
-            "sslasync: libssl's async job layout could not be verified{}: callbacks keep \
-             OpenSSL's own wiring",
+        notice!(
+            "libssl's async job layout could not be verified{}: callbacks keep OpenSSL's own \
+             wiring",
             if ran { "" } else { " (no probe thread)" }
         );
     } else {

@@ -52,7 +52,7 @@ mod header_check;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::log::debug;
+use crate::log::{debug, notice};
 
 #[allow(non_camel_case_types)]
 /// The callback type of the API, exactly as `<openssl/ssl.h>` spells it:
@@ -123,7 +123,7 @@ pub fn init() {
         }
         Err(why) => {
             STATE.store(INERT, Ordering::Release);
-            eprintln!("sslasync: inactive, OpenSSL's own behaviour applies: {why}");
+            notice!("inactive, OpenSSL's own behaviour applies: {why}");
         }
     }
 }

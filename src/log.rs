@@ -1,5 +1,5 @@
-//! Opt-in tracing to stderr: silent unless `SSLASYNC_LOG=debug` (or `trace`).
-//! Only slow paths (setup, state changes, dropped callbacks) ever trace.
+//! Stderr output: opt-in tracing (`SSLASYNC_LOG=debug` or `trace`) of slow
+//! paths, and the few lines always said (inert, a bad setting).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,13 +15,26 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// Writes one `sslasync: ` line to stderr. Never panics (unlike eprintln!,
+/// which does when stderr fails), so it is safe on paths that reach C.
+pub fn line(args: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "sslasync: {args}");
+}
+
+/// One line always said on stderr (inert, a bad setting).
+macro_rules! notice {
+    ($($arg:tt)*) => {
+        $crate::log::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use notice;
+
 /// Traces one line when `SSLASYNC_LOG=debug`.
 macro_rules! debug {
     ($($arg:tt)*) => {
         if $crate::log::debug_enabled() {
-            // Never panics (unlike eprintln!) if stderr is closed.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "sslasync: {}", format_args!($($arg)*));
+            $crate::log::line(format_args!($($arg)*));
         }
     };
 }

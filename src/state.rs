@@ -135,7 +135,9 @@ unsafe extern "C" fn ssl_free(
     if !ptr.is_null() {
         // SAFETY: the only values stored under our SSL index are slot
         // pointers, and slots live for 'static.
-        slots::release(unsafe { &*ptr.cast::<Slot>() }, current_thread());
+        let slot = unsafe { &*ptr.cast::<Slot>() };
+        // OpenSSL calls this; nothing may unwind into it.
+        let _ = std::panic::catch_unwind(|| slots::release(slot, current_thread()));
         gate::hold(false);
     }
 }

@@ -99,8 +99,8 @@ pub fn init_from_env() {
         Some(v) if v == "1" => TEXT,
         Some(v) if v == "json" => JSON,
         Some(v) => {
-            eprintln!(
-                "sslasync: SSLASYNC_STATS={} is not 0, 1 or json: statistics stay off",
+            crate::log::notice!(
+                "SSLASYNC_STATS={} is not 0, 1 or json: statistics stay off",
                 v.to_string_lossy()
             );
             return;
@@ -248,17 +248,33 @@ fn text(s: &sslasync_stats, who: &str) -> String {
         0 => String::new(),
         n => format!(" jobs_unverified={n}"),
     };
-    format!(
-        "{who} callbacks delivered={} dropped={} pauses={} status ok={} eagain={} err={} \
-         late_registrations={}{unverified}\n{who} pause-to-callback latency{lat}\n",
-        s.callbacks_delivered,
-        s.callbacks_dropped,
-        s.pauses,
-        s.status_ok,
-        s.status_eagain,
-        s.status_err,
-        s.late_registrations,
-    )
+    let mut counts = String::new();
+    for (name, _, v) in fields(s) {
+        counts.push_str(&format!(" {name}={v}"));
+    }
+    format!("{who}{counts}{unverified}\n{who} pause-to-callback latency{lat}\n")
+}
+
+/// The counters both reports print, in order: (text-report name, JSON key,
+/// value); the text names keep the report's historic spelling.
+fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 7] {
+    [
+        (
+            "callbacks delivered",
+            "callbacks_delivered",
+            s.callbacks_delivered,
+        ),
+        ("dropped", "callbacks_dropped", s.callbacks_dropped),
+        ("pauses", "pauses", s.pauses),
+        ("status ok", "status_ok", s.status_ok),
+        ("eagain", "status_eagain", s.status_eagain),
+        ("err", "status_err", s.status_err),
+        (
+            "late_registrations",
+            "late_registrations",
+            s.late_registrations,
+        ),
+    ]
 }
 
 fn json(s: &sslasync_stats, pid: u32, prog: &str) -> String {
@@ -271,20 +287,15 @@ fn json(s: &sslasync_stats, pid: u32, prog: &str) -> String {
             c => name.push(c),
         }
     }
+    let mut counts = String::new();
+    for (_, key, v) in fields(s) {
+        counts.push_str(&format!("\"{key}\":{v},"));
+    }
     let lat: Vec<String> = s.latency_us_log2.iter().map(u64::to_string).collect();
     format!(
-        "{{\"sslasync\":\"{}\",\"pid\":{pid},\"program\":\"{name}\",\
-         \"callbacks_delivered\":{},\"callbacks_dropped\":{},\"pauses\":{},\
-         \"status_ok\":{},\"status_eagain\":{},\"status_err\":{},\
-         \"late_registrations\":{},\"jobs_unverified\":{},\"latency_us_log2\":[{}]}}\n",
+        "{{\"sslasync\":\"{}\",\"pid\":{pid},\"program\":\"{name}\",{counts}\
+         \"jobs_unverified\":{},\"latency_us_log2\":[{}]}}\n",
         env!("CARGO_PKG_VERSION"),
-        s.callbacks_delivered,
-        s.callbacks_dropped,
-        s.pauses,
-        s.status_ok,
-        s.status_eagain,
-        s.status_err,
-        s.late_registrations,
         s.jobs_unverified,
         lat.join(",")
     )
