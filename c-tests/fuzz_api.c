@@ -338,9 +338,13 @@ static int find_by_ssl(SSL *s, rec **out, int max)
 }
 
 /* Whether entry e's value was in force at some clock in [lb, now]. */
+/* Whether e was in force at some clock in [lb, now]. lb and now are loads
+ * of the clock, which tick() had not yet handed out: an entry that ended at
+ * exactly lb (its setter returned with tick() == lb) ended after the load,
+ * so it was still in force then. */
 static int in_window(const hist *e, uint64_t lb, uint64_t now)
 {
-    return e->start <= now && (e->until == 0 || e->until > lb);
+    return e->start <= now && (e->until == 0 || e->until >= lb);
 }
 
 static void dump_history(rec *r, uint64_t lb, uint64_t now)
@@ -371,7 +375,9 @@ static enum verdict evaluate(rec *r, int me, token *t, uint64_t lb, uint64_t now
                              uint64_t *lcd_out)
 {
     uint64_t lcd = atomic_load(&r->last_clear_done);
-    uint64_t lb_cb = lb > lcd ? lb : lcd;
+    /* lcd is a tick (the clear's return), not a load: the entry the clear
+     * ended has until == lcd and must not match, hence lcd + 1. */
+    uint64_t lb_cb = lcd != 0 && lcd + 1 > lb ? lcd + 1 : lb;
     int ok_cb = 0, ok_arg = 0;
 
     *lcd_out = lcd;
@@ -383,7 +389,7 @@ static enum verdict evaluate(rec *r, int me, token *t, uint64_t lb, uint64_t now
             ok_cb = 1;
         if (e->arg == t && in_window(e, lb, now))
             ok_arg = 1;
-        if (e->until != 0 && e->until <= lb)
+        if (e->until != 0 && e->until < lb)
             break; /* entries end in order: the older ones ended before lb */
     }
     pthread_mutex_unlock(&r->mu);
