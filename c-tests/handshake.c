@@ -24,8 +24,13 @@ static void one(const char *keytype, int version, simaccel_style style, int with
     SSL_CTX *sctx = tlsd_server_ctx(keytype, version);
     tlsd_conn c;
     simaccel_counters d;
-    /* Which path must announce the completion. */
-    int expect_cb = with_cb && style != SIMACCEL_STYLE_FD;
+    /* Which path must announce the completion. Under TLSD_STYLE=fd the
+     * callback style runs as the fd-only one; its callbacks then come only
+     * from the shim's fd adapter (SSLASYNC_FD_CALLBACKS=1). */
+    simaccel_style run_style = tlsd_fd_style() && style == SIMACCEL_STYLE_CALLBACK
+                                   ? SIMACCEL_STYLE_FD : style;
+    int adapted = with_cb && run_style == SIMACCEL_STYLE_FD && tlsd_fd_adapter();
+    int expect_cb = with_cb && (run_style != SIMACCEL_STYLE_FD || adapted);
 
     tlsd_style(style, 50, 1);
     tlsd_conn_init(&c, sctx, NULL);
@@ -44,7 +49,24 @@ static void one(const char *keytype, int version, simaccel_style style, int with
     TLSD_CHECK(d.completions == 1, "completions %llu", (unsigned long long)d.completions);
     TLSD_CHECK(d.submissions == 1, "submissions %llu", (unsigned long long)d.submissions);
     TLSD_CHECK(c.want_async >= 1, "WANT_ASYNC never returned");
-    if (expect_cb) {
+    if (adapted) {
+        /* The device signalled its fd; the adapter called back from its thread. */
+        TLSD_CHECK(d.callbacks == 0 && d.fd_signals == 1, "callbacks %llu fd %llu",
+                   (unsigned long long)d.callbacks, (unsigned long long)d.fd_signals);
+        TLSD_CHECK(atomic_load(&c.notes) == 1, "user callback ran %u times",
+                   atomic_load(&c.notes));
+        TLSD_CHECK(c.cb_ssl == c.server, "callback got another SSL*");
+        TLSD_CHECK(c.cb_on_adapter_thread && !c.cb_on_device_thread && !c.cb_inside_call,
+                   "adapter callback thread: adapter %d device %d inside %d",
+                   c.cb_on_adapter_thread, c.cb_on_device_thread, c.cb_inside_call);
+        TLSD_CHECK(c.cb_status_ret == 1 && c.cb_status == ASYNC_STATUS_OK,
+                   "status in the adapter's callback %d/%d", c.cb_status_ret, c.cb_status);
+        TLSD_CHECK(c.paused_status == ASYNC_STATUS_OK, "status after WANT_ASYNC %d",
+                   c.paused_status);
+        TLSD_CHECK(c.max_async_fds == 1 && c.woke_by_callback == 1 && c.woke_by_fd == 0,
+                   "fds %u, woke by callback %u, by fd %u", c.max_async_fds,
+                   c.woke_by_callback, c.woke_by_fd);
+    } else if (expect_cb) {
         TLSD_CHECK(d.callbacks == 1 && d.fd_signals == 0, "callbacks %llu fd %llu",
                    (unsigned long long)d.callbacks, (unsigned long long)d.fd_signals);
         TLSD_CHECK(atomic_load(&c.notes) == 1, "user callback ran %u times",
