@@ -3,7 +3,8 @@
 #   make            build target/release/libsslasync.so (soname libsslasync.so.0)
 #   make demo       the example async TLS server, callback mode vs fd mode
 #   make bench      shim vs native OpenSSL benchmarks (BENCH_QUICK=1: under a minute)
-#   make matrix     the C suite on system OpenSSL 3.0, 3.5.5 and 4.0.3 (builds them once)
+#   make matrix     the C suite on OpenSSL 1.1.1w, system 3.0, 3.5.5 and 4.0.3 (builds them once;
+#                   MATRIX_REUSE=1 takes the cells make [OPENSSL=VER] test already ran)
 #   make test       every test: Rust checks, C suite (preload/linked/native), ASan+UBSan
 #   make soak       long runs (plain build, target/ctest-soak): the randomized API test with
 #                   300,000 operations on each of 4 seeds, stress at 8 x 10,000 SSLs,
@@ -133,7 +134,9 @@ endif
 test-c: lib
 	$(WITH_OTHER) cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=OFF >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS)
-	ctest --test-dir $(CTEST_DIR) -j$(JOBS) --output-on-failure
+	# ctest-junit.xml: every test's result, which make matrix can take
+	# (MATRIX_REUSE=1) instead of running the same cell again.
+	ctest --test-dir $(CTEST_DIR) -j$(JOBS) --output-on-failure --output-junit ctest-junit.xml
 
 test-asan: lib
 	$(WITH_OTHER) cmake -S c-tests -B $(ASAN_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=ON >/dev/null
@@ -152,6 +155,8 @@ bench: lib
 	SSLASYNC_SHIM=$(CURDIR)/$(SO) SSLASYNC_BUILD_DIR=$(CURDIR)/$(CTEST_DIR) BENCH_OUT=$(CURDIR)/$(TARGET)/bench \
 		sh benches/run.sh
 
+# MATRIX_REUSE=1 (CI, after make test and make OPENSSL=1.1.1w test): cells
+# whose configuration those already ran completely take that run's results.
 matrix: lib
 	sh c-tests/matrix/run-matrix.sh
 
