@@ -12,10 +12,13 @@
 # (version, fixture, mode), printed as a table, and the last line is
 # `MATRIX passed=N failed=M`.
 #
-# Modes come from the tests' labels: native, preload, linked, diff (the
-# accelerator in the styles each test picks) and fdadapter, fddiff (the same
-# tests again with the accelerator as an fd-only engine and the shim's fd
-# adapter on: c-tests/adapter.cmake), static, and other for the rest.
+# Two accelerator styles: "own" (each test runs the simulated accelerator in
+# the styles it picks itself) and "fd-only" (c-tests/adapter.cmake: the
+# callback-mode tests again with an fd-only engine, TLSD_STYLE=fd; NAME.
+# fdadapter.{preload,linked} with the shim's fd adapter on, NAME.fddiff with
+# it off against native). Modes: native, preload, linked, diff (from the
+# labels), static, other; the fd-only runs are fd:preload, fd:linked, fd:diff
+# (from the names).
 #
 # Failures: a failed, timed-out or skipped test, a test CTest registered but
 # never reported, and a cell with no tests at all. Skips count because in the
@@ -62,11 +65,11 @@ CACHE=${SSLASYNC_CACHE:-$HOME/.cache/sslasync}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 CTEST_JOBS=${MATRIX_CTEST_JOBS:-$((2 * JOBS))}
 CARGO=${CARGO:-cargo}
-# Column order of the report. A test's mode is the first of MAP_ORDER its
-# labels carry (an fd-adapter variant may also carry preload), else its name's
-# suffix for the fd-adapter variants, else "other".
-MODES="native preload linked diff fdadapter fddiff static"
-MAP_ORDER="fdadapter fddiff native preload linked diff static"
+# Order of the report. A test's mode: fd:MODE for the fd-only variants (by
+# name), else the first of the label modes it carries, else "other".
+LABEL_MODES="native preload linked diff static"
+FD_MODES="fd:preload fd:linked fd:diff"
+MODES="$LABEL_MODES $FD_MODES"
 ALL_VERSIONS="1.1.1w system 3.5.5 4.0.3"
 REUSE=${MATRIX_REUSE:-0}
 RESULTS=$OUT/results.tsv
@@ -266,19 +269,22 @@ run_cell() {
         return
     fi
 
-    # test name -> mode, from the labels (first of MAP_ORDER a test carries),
-    # else the fd-adapter variants' name suffix, else other. The map is kept
+    # test name -> mode: the fd-only variants by name (they also carry the
+    # labels preload, linked, diff), then the first label mode a test
+    # carries, else other; the first line for a name counts. The map is kept
     # in the logs (a reused build dir is not the matrix's to write in).
     local map=$LOGS/$cell.modes.txt
-    : >"$map"
-    for m in $MAP_ORDER; do
+    ctest --test-dir "$bdir" -N 2>/dev/null |
+        sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' |
+        sed -n -e 's/^\(.*\.fdadapter\.\(preload\|linked\)\)$/\1 fd:\2/p' \
+               -e 's/^\(.*\.fddiff\)$/\1 fd:diff/p' >"$map"
+    for m in $LABEL_MODES; do
         ctest --test-dir "$bdir" -N -L "^$m\$" 2>/dev/null |
             sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' |
             while IFS= read -r f; do printf '%s %s\n' "$f" "$m"; done >>"$map"
     done
     ctest --test-dir "$bdir" -N 2>/dev/null |
-        sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' |
-        sed -e 's/^\(.*\.\(fdadapter\|fddiff\)\)$/\1 \2/' -e '/ /!s/$/ other/' >>"$map"
+        sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1 other/p' >>"$map"
 
     if [ -n "$from" ]; then
         junit_to_log "$from/ctest-junit.xml" >"$LOGS/$cell.ctest.log"
@@ -483,19 +489,20 @@ write_matrix_md() {
         echo "|---|---|---|"
         awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, ($2 == "" ? "?" : $2), $3 }' "$VERSIONS"
         echo
-        awk -F'\t' -v modes="$MODES" '
-            BEGIN { n = split(modes, ms, " ") }
+        awk -F'\t' -v cols="native preload linked diff static other" '
+            BEGIN { n = split(cols, ms, " ") }
             FILENAME == ARGV[1] { reused[$1] = $2; next }   # reused.tsv: VER-FIXTURE dir
             {
                 p = $4; f = $5 + $6
                 if (p + f == 0) f = 1
                 P += p; F += f
                 if ($3 == "cross") { cross[++nc] = $0; next }
-                key = $1 " | " $2 (($1 "-" $2) in reused ? " *" : "")
+                st = style($3); col = $3; sub(/^fd:/, "", col)
+                key = $1 " | " $2 (($1 "-" $2) in reused ? " \\*" : "") " | " st
                 if (!(key in seen)) { seen[key] = 1; rows[++nr] = key }
-                cp[key, $3] += p; cf[key, $3] += f; has[key, $3] = 1
-                if ($3 != "" && index(" " modes " ", " " $3 " ") == 0 && !($3 in extra)) {
-                    extra[$3] = 1; ms[++n] = $3
+                cp[key, col] += p; cf[key, col] += f; has[key, col] = 1
+                if (index(" " cols " ", " " col " ") == 0 && !(col in extra)) {
+                    extra[col] = 1; ms[++n] = col
                 }
                 detail[++nd] = $0
             }
@@ -504,35 +511,26 @@ write_matrix_md() {
                 return cf[k, m] ? sprintf("**%d/%d failed**", cf[k, m], cp[k, m] + cf[k, m]) \
                                 : sprintf("%d passed", cp[k, m])
             }
-            function style(m) {
-                if (m == "native" || m == "preload" || m == "linked" || m == "diff") return "own"
-                if (m == "fdadapter" || m == "fddiff") return "fd-only + adapter"
-                return "-"
-            }
-            function title(m) {
-                if (m == "fdadapter") return "fd-only: adapter"
-                if (m == "fddiff") return "fd-only: diff"
-                return m
-            }
+            function style(m) { return m ~ /^fd:/ ? "fd-only" : "own" }
             END {
                 print "## Results: OpenSSL version x fixture x accelerator style x mode"
                 print ""
-                printf "| OpenSSL | fixture |"; for (i = 1; i <= n; i++) printf " %s |", title(ms[i]); print ""
-                printf "|---|---|"; for (i = 1; i <= n; i++) printf "---|"; print ""
+                printf "| OpenSSL | fixture | style |"; for (i = 1; i <= n; i++) printf " %s |", ms[i]; print ""
+                printf "|---|---|---|"; for (i = 1; i <= n; i++) printf "---|"; print ""
                 for (r = 1; r <= nr; r++) {
                     printf "| %s |", rows[r]
                     for (i = 1; i <= n; i++) printf " %s |", cell(rows[r], ms[i])
                     print ""
                 }
                 print ""
-                print "Accelerator styles: in native, preload, linked and diff each test runs the"
-                print "simulated accelerator in the styles it picks itself (callback, inline, fd,"
-                print "EAGAIN; on 1.1.1, whose wait ctx has fds only, every style signals an fd)."
-                print "The fd-only columns run the same tests again with the accelerator as an"
-                print "fd-only engine (`TLSD_STYLE=fd`) and the shim'"'"'s fd adapter on"
-                print "(`SSLASYNC_FD_CALLBACKS=1`; always on for 1.1.1): adapter = under the shim,"
-                print "callbacks from the adapter; diff = native (fd signals) and shim transcripts"
-                print "identical (`c-tests/adapter.cmake`)."
+                print "Accelerator styles: **own**: each test runs the simulated accelerator in"
+                print "the styles it picks itself (callback, inline, fd, EAGAIN; on 1.1.1, whose"
+                print "wait ctx has fds only, each of them signals an fd). **fd-only**: the"
+                print "callback-mode tests again with the accelerator as an fd-only engine"
+                print "(`TLSD_STYLE=fd`, `c-tests/adapter.cmake`): preload and linked with the"
+                print "shim'"'"'s fd adapter on (`SSLASYNC_FD_CALLBACKS=1`; always on for 1.1.1),"
+                print "every callback coming from the adapter; diff with the adapter off, the"
+                print "shim'"'"'s transcript identical to native'"'"'s."
                 print ""
                 print "Modes: native (plain libssl), preload (`LD_PRELOAD`), linked"
                 print "(`-lsslasync` ahead of `-lssl`), diff (native and preloaded transcripts"
@@ -541,10 +539,10 @@ write_matrix_md() {
                 if (length(reused)) {
                     print ""
                     print "\\* the cell is the complete run of `make test` (`target/ctest`) or"
-                    print "`make OPENSSL=VER test` (`target/openssl-VER/ctest`) in the same CI run,"
-                    print "same shim, OpenSSL and fixture, taken instead of a second run"
-                    print "(`MATRIX_REUSE=1`); it has the long tests at full size and, on the system"
-                    print "OpenSSL, the two-OpenSSL test."
+                    print "`make OPENSSL=VER test` (`target/openssl-VER/ctest`) earlier in the same"
+                    print "CI run, with the same shim, OpenSSL and fixture, taken instead of a second"
+                    print "run (`MATRIX_REUSE=1`): its long tests ran at full size, and on the system"
+                    print "OpenSSL it has the two-OpenSSL test."
                 }
                 if (nc) {
                     print ""
@@ -566,7 +564,8 @@ write_matrix_md() {
                 for (i = 1; i <= nd; i++) {
                     split(detail[i], c, "\t")
                     note = c[7]; gsub(/\|/, "\\|", note)
-                    printf "| %s | %s | %s | %s | %d | %d | %d | %s |\n", c[1], c[2], style(c[3]), c[3],
+                    m = c[3]; sub(/^fd:/, "", m)
+                    printf "| %s | %s | %s | %s | %d | %d | %d | %s |\n", c[1], c[2], style(c[3]), m,
                            c[4], c[5], c[6], note
                 }
                 print ""
