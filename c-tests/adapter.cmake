@@ -84,3 +84,5 @@ endfunction()
 # Readiness racing SSL_free, a clear and the application's own resume;
 # engines never armed; SSL_clear reuse; 256 paused at once.
 adapter_test(adapter_races TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
+# The engine closes its wait fd and the number is reused.
+adapter_test(adapter_fdreuse TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
