@@ -86,3 +86,6 @@ endfunction()
 adapter_test(adapter_races TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
 # The engine closes its wait fd and the number is reused.
 adapter_test(adapter_fdreuse TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
+# SSLASYNC_FD_CALLBACKS values (re-executes itself), the three functions'
+# returns and errors, inheritance by SSL_new and SSL_dup; off is native.
+adapter_test(adapter_switch TLSD_STYLE=fd)
