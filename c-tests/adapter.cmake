@@ -89,3 +89,5 @@ adapter_test(adapter_fdreuse TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
 # SSLASYNC_FD_CALLBACKS values (re-executes itself), the three functions'
 # returns and errors, inheritance by SSL_new and SSL_dup; off is native.
 adapter_test(adapter_switch TLSD_STYLE=fd)
+# fork(): a child's own poller, the parent's armed pause not watched there.
+adapter_test(adapter_fork TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
