@@ -93,16 +93,19 @@ int main(void)
           ASYNC_STATUS_UNSUPPORTED);
     fresh(sctx, SIMACCEL_STYLE_CALLBACK, 1, "callback engine with callback", after);
 
-    /* EAGAIN is visible while refused; the accepted retry writes OK. */
-    tlsd_style(SIMACCEL_STYLE_EAGAIN, 50, 1);
-    tlsd_conn_init(&c, sctx, NULL);
-    SSL_set_async_callback(c.server, tlsd_cb);
-    SSL_set_async_callback_arg(c.server, &c);
-    tlsd_handshake(&c);
-    TLSD_CHECK(c.eagain_redrives == 1, "EAGAIN not seen by the driver");
-    tlsd_say("EAGAIN engine: status EAGAIN seen after WANT_ASYNC, re-driven");
-    expect(c.server, 1, ASYNC_STATUS_OK, "EAGAIN engine, after the accepted retry");
-    tlsd_conn_free(&c);
+    /* EAGAIN is visible while refused; the accepted retry writes OK.
+     * (OpenSSL 1.1.1 has no status an engine could refuse with.) */
+    if (!TLSD_OPENSSL_111) {
+        tlsd_style(SIMACCEL_STYLE_EAGAIN, 50, 1);
+        tlsd_conn_init(&c, sctx, NULL);
+        SSL_set_async_callback(c.server, tlsd_cb);
+        SSL_set_async_callback_arg(c.server, &c);
+        tlsd_handshake(&c);
+        TLSD_CHECK(c.eagain_redrives == 1, "EAGAIN not seen by the driver");
+        tlsd_say("EAGAIN engine: status EAGAIN seen after WANT_ASYNC, re-driven");
+        expect(c.server, 1, ASYNC_STATUS_OK, "EAGAIN engine, after the accepted retry");
+        tlsd_conn_free(&c);
+    }
 
     SSL_CTX_free(sctx);
     return tlsd_end();
