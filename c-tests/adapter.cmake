@@ -91,3 +91,6 @@ adapter_test(adapter_fdreuse TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
 adapter_test(adapter_switch TLSD_STYLE=fd)
 # fork(): a child's own poller, the parent's armed pause not watched there.
 adapter_test(adapter_fork TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
+# The poller cannot start (seccomp: epoll_create1 fails) or no fd can be
+# had (RLIMIT_NOFILE): native pause, counted unavailable, the next retries.
+adapter_test(adapter_nopoller TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
