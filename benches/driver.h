@@ -62,9 +62,11 @@ void worker_start(struct worker *w, int light);
 void worker_stop(struct worker *w);
 double worker_rate(struct worker *w, const char *cmd, double *disturbed);
 /* A "lat" command: appends the samples (us) to learn[] and resume[] from
- * index *n on (at most max in all); returns the fraction disturbed. */
+ * index *n on (at most max in all), adds to *early (if not NULL) the
+ * operations completed before the loop waited; returns the fraction
+ * disturbed. */
 double worker_lat(struct worker *w, const char *cmd, double *learn, double *resume, int *n,
-                  int max);
+                  int max, long *early);
 
 /* The shim's counters, summed over every shim worker at its exit. */
 struct shim_counters {
@@ -142,6 +144,7 @@ struct latency {
     int wk[LAT_SIDES];
     double learn[LAT_SIDES][LAT_MAX], resume[LAT_SIDES][LAT_MAX]; /* us */
     int n[LAT_SIDES];
+    long early[LAT_SIDES];     /* completed before SSL_write returned */
     int retried, disturbed;
 };
 extern struct latency lat;

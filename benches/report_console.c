@@ -127,16 +127,17 @@ static void print_latency(void)
            lat.disturbed);
     printf("  learn  = the app learns of it: the callback starts (adapter), epoll_wait returns "
            "(fd)\n  resume = the loop thread is awake to resume the SSL (adapter: woken by the "
-           "callback)\n");
-    printf("%-44s %7s %8s %8s %8s %8s %8s %8s\n", "side", "n", "learn50", "learn90", "learn99",
-           "resume50", "resume90", "resume99");
+           "callback)\n  early  = samples whose operation completed before SSL_write returned "
+           "(kept; the loop was not asleep yet)\n");
+    printf("%-44s %7s %6s %8s %8s %8s %8s %8s %8s\n", "side", "n", "early", "learn50", "learn90",
+           "learn99", "resume50", "resume90", "resume99");
     for (i = 0; i < lat.nsides; i++) {
         const char *t = lat.side[i];
 
         for (k = 0; k < 3; k++)
             if (strcmp(lat_titles[k][0], lat.side[i]) == 0)
                 t = lat_titles[k][1];
-        printf("%-44s %7d %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f\n", t, lat.n[i],
+        printf("%-44s %7d %6ld %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f\n", t, lat.n[i], lat.early[i],
                lat_quantile(i, 0, 0.5), lat_quantile(i, 0, 0.9), lat_quantile(i, 0, 0.99),
                lat_quantile(i, 1, 0.5), lat_quantile(i, 1, 0.9), lat_quantile(i, 1, 0.99));
     }

@@ -168,7 +168,7 @@ static void json_latency(FILE *f)
                "\"chunks_disturbed\": %d, \"unit\": \"us from the device's wait-fd signal\"",
             lat.lat_us, lat.pairs, lat.chunks, lat.per_chunk, lat.retried, lat.disturbed);
     for (i = 0; i < lat.nsides; i++) {
-        fprintf(f, ", \"%s\": {\"n\": %d", lat.side[i], lat.n[i]);
+        fprintf(f, ", \"%s\": {\"n\": %d, \"early\": %ld", lat.side[i], lat.n[i], lat.early[i]);
         for (m = 0; m < 2; m++)
             for (q = 0; q < sizeof(qs) / sizeof(qs[0]); q++) {
                 fprintf(f, ", \"%s_%s\": ", m ? "resume" : "learn", qn[q]);

@@ -252,7 +252,8 @@ void run_latency(void)
 
             /* Warm: the connection, the key, and the adapter's thread. */
             snprintf(cmd, sizeof(cmd), "lat %s %d 20", strchr(lat.side[j], '_') + 1, lat.lat_us);
-            worker_lat(&workers[lat.wk[j]], cmd, lat.learn[j], lat.resume[j], &(int){ 0 }, 0);
+            worker_lat(&workers[lat.wk[j]], cmd, lat.learn[j], lat.resume[j], &(int){ 0 }, 0,
+                       NULL);
         }
         for (ch = 0; ch < lat.chunks; ch++)
             for (j = 0; j < lat.nsides; j++) {
@@ -263,11 +264,14 @@ void run_latency(void)
                          lat.lat_us, lat.per_chunk);
                 for (tries = 0; tries < 2; tries++) {
                     int n0 = lat.n[s];
+                    long early = 0;
                     double t1 = now_s(), d;
 
                     d = worker_lat(&workers[lat.wk[s]], cmd, lat.learn[s], lat.resume[s],
-                                   &lat.n[s], LAT_MAX);
+                                   &lat.n[s], LAT_MAX, &early);
                     gap(t1);
+                    if (d <= DISTURBED || tries == 1)
+                        lat.early[s] += early;
                     if (d <= DISTURBED)
                         break;
                     if (tries == 0) {

@@ -164,24 +164,28 @@ double worker_rate(struct worker *w, const char *cmd, double *disturbed)
 }
 
 double worker_lat(struct worker *w, const char *cmd, double *learn, double *resume, int *n,
-                  int max)
+                  int max, long *early)
 {
     char *line = NULL, *p, *end;
     size_t cap = 0;
     long cnt, i;
     double t0 = now_s(), el;
     long long delay;
+    long e;
 
     fprintf(w->to, "%s\n", cmd);
     fflush(w->to);
     if (getline(&line, &cap, w->from) <= 0)
         fatal("%s worker died on \"%s\"", w->name, cmd);
     el = now_s() - t0;
-    if (sscanf(line, "ok %ld %lld", &cnt, &delay) != 2 || cnt < 1)
+    if (sscanf(line, "ok %ld %lld %ld", &cnt, &delay, &e) != 3 || cnt < 1)
         fatal("%s worker: bad answer to \"%s\"", w->name, cmd);
+    if (early != NULL)
+        *early += e;
     p = line + 3;
     strtol(p, &p, 10);
     strtoll(p, &p, 10);
+    strtol(p, &p, 10);
     for (i = 0; i < cnt; i++) {
         double a = (double)strtoll(p, &end, 10) / 1000.0, b;
 

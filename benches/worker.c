@@ -800,13 +800,15 @@ static void cmd_rtt(const char *style, long conc, double seconds)
  *   afd  the loop thread epolls the wait fd itself: "learn" and "resume" are
  *        both when its epoll_wait returns.
  * Both from the fixture's timestamp just before it writes the wait fd.
- * Answer: "ok N run_delay_ns" and N pairs "learn_ns resume_ns".
+ * Answer: "ok N run_delay_ns early" and N pairs "learn_ns resume_ns"; early
+ * counts operations the device completed before SSL_write had returned
+ * (the loop was not asleep yet: e.g. the adapter starting its thread).
  */
 static void cmd_lat(const char *mode, unsigned lat_us, long n)
 {
     struct conn *c = &rtt_conns[0];
     int adapter = strcmp(mode, "acb") == 0;
-    long i;
+    long i, early = 0;
     long long *learn, *resume;
 
     if (!adapter && strcmp(mode, "afd") != 0)
@@ -829,13 +831,16 @@ static void cmd_lat(const char *mode, unsigned lat_us, long n)
     atomic_store(&lat_probe, 1);
     cell_begin();
     for (i = 0; i < n; i++) {
-        int r = SSL_write(c->srv, "x", 1);
+        int r;
         long long done, learned, woke;
 
-        if (r == 1 || SSL_get_error(c->srv, r) != SSL_ERROR_WANT_ASYNC)
-            DIE("lat: SSL_write did not pause (%d)", r);
         atomic_store(&lat_done_ns, 0);
         atomic_store(&lat_cb_ns, 0);
+        r = SSL_write(c->srv, "x", 1);
+        if (r == 1 || SSL_get_error(c->srv, r) != SSL_ERROR_WANT_ASYNC)
+            DIE("lat: SSL_write did not pause (%d)", r);
+        if (atomic_load(&lat_done_ns) != 0)
+            early++;
         async_wait_begin(c);
         wait_events();
         if (rq_pop() != c || rq_pop() != NULL)
@@ -852,7 +857,7 @@ static void cmd_lat(const char *mode, unsigned lat_us, long n)
     }
     atomic_store(&lat_probe, 0);
     atomic_store(&sink_armed, 0);
-    printf("ok %ld %lld", n, run_delay_ns() - cell_delay0);
+    printf("ok %ld %lld %ld", n, run_delay_ns() - cell_delay0, early);
     for (i = 0; i < n; i++)
         printf(" %lld %lld", learn[i], resume[i]);
     putchar('\n');
