@@ -16,8 +16,10 @@
 #
 # Build against another OpenSSL (its own build tree, target/<prefix name>/):
 #   make OPENSSL_DIR=/opt/openssl-3.5 [test|demo]   an installed prefix
-#   make OPENSSL=4.0.3 [test|demo]                  a private build (3.5.5, 4.0.3),
+#   make OPENSSL=4.0.3 [test|demo]                  a private build (1.1.1w, 3.5.5, 4.0.3),
 #                                                   made once into ~/.cache/sslasync
+#   (The package, version and two-OpenSSL checks, the real programs and the
+#   pre-flight checks of the system openssl run in the system build only.)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
