@@ -18,8 +18,8 @@
 #   make OPENSSL_DIR=/opt/openssl-3.5 [test|demo]   an installed prefix
 #   make OPENSSL=4.0.3 [test|demo]                  a private build (1.1.1w, 3.5.5, 4.0.3),
 #                                                   made once into ~/.cache/sslasync
-#   (The package, version and two-OpenSSL checks, the real programs and the
-#   pre-flight checks of the system openssl run in the system build only.)
+#   (The package and version checks, two_openssl and the real programs run
+#   in the system build only.)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
