@@ -1070,7 +1070,10 @@ static int probe_active(void)
 }
 
 /* Main loop on the first allowed CPU, everything else (the device thread)
- * on the second, so the two never fight and never migrate. */
+ * on the second, so the two never fight and never migrate. The shim's fd
+ * adapter starts its thread later, at its first arm, from the loop thread:
+ * it inherits the loop's CPU and scheduling policy, as it would in an
+ * application that pins its event loop. */
 static void pin_threads(void)
 {
     cpu_set_t allowed, one;
