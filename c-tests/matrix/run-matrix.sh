@@ -419,7 +419,7 @@ for ver in "$@"; do
         CELL_DIR=$OUT/$ver-$fx
         run_cell "$ver" "$fx" "$prefix" "$shimdir" "$major"
         if [ -z "${CROSS_PROG[$ver]:-}" ] && [ -x "$CELL_DIR/late_register" ] &&
-           [ -x "$CELL_DIR/api_returns" ]; then
+           [ -x "$CELL_DIR/api_returns" ] && [ -x "$CELL_DIR/handshake" ]; then
             CROSS_PROG[$ver]=$CELL_DIR
         fi
     done
@@ -431,19 +431,25 @@ done
 # ------------------------------------------------------------ cross checks
 # cross SHIMVER PROGVER: SHIMVER's shim preloaded into PROGVER's programs.
 cross() {
-    local a=$1 b=$2 shim=${CROSS_SHIM[$1]} dir=${CROSS_PROG[$2]} out rc lines
+    local a=$1 b=$2 shim=${CROSS_SHIM[$1]} dir=${CROSS_PROG[$2]} out rc lines prog
     local log=$LOGS/cross-$1-in-$2.log
     if [ "${CROSS_MAJOR[$a]}" != "${CROSS_MAJOR[$b]}" ]; then
-        # api_returns passes natively and under the shim alike, so it shows
-        # that the inert shim forwards faithfully.
-        out=$(LD_PRELOAD=$shim "$dir/api_returns" 2>&1 >"$log")
+        # The program must see native OpenSSL (SSLASYNC_EXPECT=native: the
+        # API resolves to libssl, or to a shim that says it is inactive) and
+        # pass as it does natively: api_returns, which passes natively and
+        # under the shim alike, so it shows that the inert shim forwards
+        # faithfully; on 1.1.1, which has no callback API of its own,
+        # handshake (one of the tests that run natively there).
+        prog=api_returns
+        [ "${CROSS_MAJOR[$b]}" -lt 3 ] && prog=handshake
+        out=$(LD_PRELOAD=$shim SSLASYNC_EXPECT=native "$dir/$prog" 2>&1 >"$log")
         rc=$?
         lines=$(grep -c . <<<"$out")
         if [ $rc -eq 0 ] && [ "$lines" -eq 1 ] && grep -q '^sslasync: inactive' <<<"$out"; then
-            record "$a" "in-$b" cross 1 0 0 "inert: major ${CROSS_MAJOR[$a]} in a ${CROSS_MAJOR[$b]} process"
+            record "$a" "in-$b" cross 1 0 0 "inert: major ${CROSS_MAJOR[$a]} in a ${CROSS_MAJOR[$b]} process ($prog)"
             return
         fi
-        warn "cross: $a shim in a $b program: want exit 0 and one 'sslasync: inactive' line, got exit $rc:"
+        warn "cross: $a shim in a $b program ($prog): want exit 0 and one 'sslasync: inactive' line, got exit $rc:"
     else
         # late_register asserts the shim's behaviour (native's differs).
         out=$(LD_PRELOAD=$shim SSLASYNC_EXPECT=shim "$dir/late_register" 2>&1 >"$log")
