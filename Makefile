@@ -2,8 +2,10 @@
 #
 #   make            build target/release/libsslasync.so (soname libsslasync.so.0)
 #   make demo       the example async TLS server, callback mode vs fd mode
-#   make bench      shim vs native OpenSSL benchmarks (BENCH_QUICK=1: under a minute)
-#   make matrix     the C suite on system OpenSSL 3.0, 3.5.5 and 4.0.3 (builds them once)
+#   make bench      shim vs native OpenSSL benchmarks, then the OpenSSL 1.1.1w comparison
+#                   (BENCH_QUICK=1: fewer cells and rounds)
+#   make matrix     the C suite on OpenSSL 1.1.1w, system 3.0, 3.5.5 and 4.0.3 (builds them once;
+#                   MATRIX_REUSE=1 takes the cells make [OPENSSL=VER] test already ran)
 #   make test       every test: Rust checks, C suite (preload/linked/native), ASan+UBSan
 #   make soak       long runs (plain build, target/ctest-soak): the randomized API test with
 #                   300,000 operations on each of 4 seeds, stress at 8 x 10,000 SSLs,
@@ -14,8 +16,10 @@
 #
 # Build against another OpenSSL (its own build tree, target/<prefix name>/):
 #   make OPENSSL_DIR=/opt/openssl-3.5 [test|demo]   an installed prefix
-#   make OPENSSL=4.0.3 [test|demo]                  a private build (3.5.5, 4.0.3),
+#   make OPENSSL=4.0.3 [test|demo]                  a private build (1.1.1w, 3.5.5, 4.0.3),
 #                                                   made once into ~/.cache/sslasync
+#   (The package and version checks, two_openssl and the real programs run
+#   in the system build only.)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -133,7 +137,9 @@ endif
 test-c: lib
 	$(WITH_OTHER) cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=OFF >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS)
-	ctest --test-dir $(CTEST_DIR) -j$(JOBS) --output-on-failure
+	# ctest-junit.xml: every test's result, which make matrix can take
+	# (MATRIX_REUSE=1) instead of running the same cell again.
+	ctest --test-dir $(CTEST_DIR) -j$(JOBS) --output-on-failure --output-junit ctest-junit.xml
 
 test-asan: lib
 	$(WITH_OTHER) cmake -S c-tests -B $(ASAN_DIR) $(CMAKE_ARGS) $(OTHER_ARG) -DSSLASYNC_SANITIZE=ON >/dev/null
@@ -145,13 +151,25 @@ demo: lib
 	cmake --build $(CTEST_DIR) -j$(JOBS) --target async_server
 	SSLASYNC_STATS=1 $(CTEST_DIR)/examples/async_server --compare
 
+# The bench built against OpenSSL 1.1.1 compares only native 1.1.1 in fd
+# mode with the shim's fd adapter; `make bench` runs it after the main one,
+# in that build's own tree (target/openssl-1.1.1w/: shim, ctest, bench).
+# BENCH_OPENSSL111= (empty) skips it.
+BENCH_OPENSSL111 ?= 1.1.1w
 bench: lib
 	@sh .ci/deps bench
 	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) >/dev/null
-	cmake --build $(CTEST_DIR) -j$(JOBS)
+	cmake --build $(CTEST_DIR) -j$(JOBS) --target sslasync-bench
 	SSLASYNC_SHIM=$(CURDIR)/$(SO) SSLASYNC_BUILD_DIR=$(CURDIR)/$(CTEST_DIR) BENCH_OUT=$(CURDIR)/$(TARGET)/bench \
 		sh benches/run.sh
+ifeq ($(OPENSSL_DIR),)
+ifneq ($(BENCH_OPENSSL111),)
+	$(MAKE) --no-print-directory OPENSSL=$(BENCH_OPENSSL111) bench
+endif
+endif
 
+# MATRIX_REUSE=1 (CI, after make test and make OPENSSL=1.1.1w test): cells
+# whose configuration those already ran completely take that run's results.
 matrix: lib
 	sh c-tests/matrix/run-matrix.sh
 

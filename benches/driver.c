@@ -100,15 +100,20 @@ int bench_driver_main(int argc, char **argv)
     mkdir(cfg.out_dir, 0755);
     read_knobs();
 
-    /* Deterministic parts first, while nothing else runs. */
-    fprintf(stderr, "sslasync-bench: instruction counts (callgrind)...\n");
-    run_callgrind();
-    fprintf(stderr, "sslasync-bench: memory per SSL... (%.0f s so far)\n", now_s() - t0);
-    run_mem();
+    if (!BENCH_OSSL111) {
+        /* Deterministic parts first, while nothing else runs. */
+        fprintf(stderr, "sslasync-bench: instruction counts (callgrind)...\n");
+        run_callgrind();
+        fprintf(stderr, "sslasync-bench: memory per SSL... (%.0f s so far)\n", now_s() - t0);
+        run_mem();
+    }
     fprintf(stderr, "sslasync-bench: timed comparisons... (%.0f s so far)\n", now_s() - t0);
     run_rounds();
-    plan_micro();
-    run_micro();
+    if (!BENCH_OSSL111) {
+        plan_micro();
+        run_micro();
+    }
+    run_latency();
 
     summarize(&sm);
     print_tables();

@@ -8,6 +8,18 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include <openssl/opensslv.h>
+
+/* Built against OpenSSL 1.1.1 the bench has one comparison only: handshakes
+ * through an fd-only device, native in fd mode vs the shim's fd adapter in
+ * callback mode (and the adapter's latency); 1.1.1 has no callback API of
+ * its own, so there is no native callback side and nothing else to compare. */
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#define BENCH_OSSL111 1
+#else
+#define BENCH_OSSL111 0
+#endif
+
 #define MAXS 4          /* sides per cell */
 #define MAXR 64         /* samples per side: rounds x repetitions */
 
@@ -38,6 +50,7 @@ struct worker {
     int shim;
     pid_t pid;
     FILE *to, *from;
+    int adapter;               /* the process has sslasync_CTX_set_fd_callbacks */
 };
 extern struct worker workers[2];   /* [0] native, [1] shim */
 extern char sched_mode[16];        /* as the workers report it */
@@ -48,10 +61,34 @@ void run_capture(char *const argv[], int shim, char *line, size_t len);
 void worker_start(struct worker *w, int light);
 void worker_stop(struct worker *w);
 double worker_rate(struct worker *w, const char *cmd, double *disturbed);
+/* A "lat" command: appends the samples (us) to learn[] and resume[] from
+ * index *n on (at most max in all), adds to *early (if not NULL) the
+ * operations completed before the loop waited; returns the fraction
+ * disturbed. */
+double worker_lat(struct worker *w, const char *cmd, double *learn, double *resume, int *n,
+                  int max, long *early);
+
+/* The shim's counters, summed over every shim worker at its exit. */
+struct shim_counters {
+    int workers, have;         /* shim workers asked; of them, with sslasync_stats_get */
+    unsigned long long arms, deliveries, drops, unavailable, unverified;
+};
+extern struct shim_counters shim_counters;
 
 /* ---------------------------------------------------------- run_plan.c */
 
-enum { G_HS, G_RTT, G_IO, G_API };
+/* G_HSA: handshakes through the fd-only device (SIMACCEL_STYLE_FD), the
+ * shim's fd adapter's cells. */
+enum { G_HS, G_RTT, G_IO, G_API, G_HSA };
+
+/* The G_HSA comparison: callback through the adapter (a) vs fd mode (b). */
+#if BENCH_OSSL111
+#define HSA_A "shim_acb"
+#define HSA_B "native_afd"
+#else
+#define HSA_A "shim_acb"
+#define HSA_B "shim_afd"
+#endif
 
 struct cell {
     int group;
@@ -97,6 +134,23 @@ extern struct sampling sampling;
 void run_rounds(void);
 void run_micro(void);
 
+/* Completion -> application latency through the fd-only device (cmd_lat). */
+#define LAT_SIDES 3
+#define LAT_MAX 20000
+struct latency {
+    int lat_us, per_chunk, chunks, pairs;
+    int nsides;
+    const char *side[LAT_SIDES];    /* native_afd, shim_afd, shim_acb */
+    int wk[LAT_SIDES];
+    double learn[LAT_SIDES][LAT_MAX], resume[LAT_SIDES][LAT_MAX]; /* us */
+    int n[LAT_SIDES];
+    long early[LAT_SIDES];     /* completed before SSL_write returned */
+    int retried, disturbed;
+};
+extern struct latency lat;
+
+void run_latency(void);
+
 /* -------------------------------------------------------- run_probes.c */
 
 #define NLOOPS 3
@@ -125,6 +179,8 @@ void run_mem(void);
 /* ------------------------------------------------------------- stats.c */
 
 struct summary {
+    double hsa, hsa_worst;     /* G_HSA: HSA_A / HSA_B */
+    const char *hsa_worst_name;
     double hs, hs_fd, cbfd, cbfd_native;
     double hs_worst, hs_fd_worst, cbfd_worst, cbfd_native_worst;
     const char *hs_worst_name, *hs_fd_worst_name, *cbfd_worst_name, *cbfd_native_worst_name;
@@ -139,6 +195,8 @@ void summarize(struct summary *sm);
 double instr_per_callback(void);
 double instr_per_job_start(int loop);
 double heap_delta(int variant);
+/* q-quantile (nearest rank) of the latency side's samples; NAN if none. */
+double lat_quantile(int side, int resume, double q);
 double rss_delta(int variant);
 
 /* ------------------------------------------------------ report_*.c */

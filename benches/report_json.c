@@ -6,6 +6,7 @@
 #include "driver.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -45,6 +46,15 @@ static void read_first_line(const char *path, const char *prefix, char *out, siz
             break;
         }
     fclose(f);
+}
+
+/* A number, or null for NAN (not measured). */
+static void json_num(FILE *f, double v)
+{
+    if (isnan(v) || isinf(v))
+        fputs("null", f);
+    else
+        fprintf(f, "%.4f", v);
 }
 
 static void json_string(FILE *f, const char *s)
@@ -88,7 +98,9 @@ static void json_cell(FILE *f, const struct cell *c)
     int s;
 
     fprintf(f, "    \"%s\": {", c->name);
-    if (c->group == G_HS)
+    if (c->group == G_HSA)
+        fprintf(f, "\"device\": \"fd-only\", ");
+    if (c->group == G_HS || c->group == G_HSA)
         fprintf(f, "\"key\": \"%s\", \"tls\": \"1.%c\", \"latency_us\": %d, "
                    "\"concurrency\": %ld, \"count\": %s, ",
                 c->key_rsa ? "rsa2048" : "ecdsa-p256", c->tls12 ? '2' : '3', c->lat, c->conc,
@@ -106,6 +118,9 @@ static void json_cell(FILE *f, const struct cell *c)
         if (side_index(c, "native_fd") >= 0)
             fprintf(f, ", \"ratio_fdmode_shim_native\": %.4f",
                     ratio_median(c, "shim_fd", "native_fd"));
+    } else if (c->group == G_HSA) {
+        fprintf(f, ", \"%s\": ", BENCH_OSSL111 ? "ratio_shim_callback_native_fd" : "ratio_callback_fd");
+        json_num(f, ratio_median(c, HSA_A, HSA_B));
     } else {
         fprintf(f, ", \"ratio_shim_native\": %.4f", ratio_median(c, "shim", "native"));
     }
@@ -140,6 +155,34 @@ static void json_probes(FILE *f)
     fputc('}', f);
 }
 
+/* The latency samples' percentiles and the shim's counters. */
+static void json_latency(FILE *f)
+{
+    static const double qs[] = { 0.5, 0.9, 0.99, 1.0 };
+    static const char *const qn[] = { "p50", "p90", "p99", "max" };
+    int i, m;
+    size_t q;
+
+    fprintf(f, ",\n  \"latency\": {\"device_latency_us\": %d, \"worker_pairs\": %d, "
+               "\"chunks\": %d, \"per_chunk\": %d, \"chunks_retaken\": %d, "
+               "\"chunks_disturbed\": %d, \"unit\": \"us from the device's wait-fd signal\"",
+            lat.lat_us, lat.pairs, lat.chunks, lat.per_chunk, lat.retried, lat.disturbed);
+    for (i = 0; i < lat.nsides; i++) {
+        fprintf(f, ", \"%s\": {\"n\": %d, \"early\": %ld", lat.side[i], lat.n[i], lat.early[i]);
+        for (m = 0; m < 2; m++)
+            for (q = 0; q < sizeof(qs) / sizeof(qs[0]); q++) {
+                fprintf(f, ", \"%s_%s\": ", m ? "resume" : "learn", qn[q]);
+                json_num(f, lat_quantile(i, m, qs[q]));
+            }
+        fputc('}', f);
+    }
+    fprintf(f, "},\n  \"shim_counters\": {\"workers\": %d, \"adapter_arms\": %llu, "
+               "\"adapter_deliveries\": %llu, \"adapter_drops\": %llu, "
+               "\"adapter_unavailable\": %llu, \"jobs_unverified\": %llu}",
+            shim_counters.workers, shim_counters.arms, shim_counters.deliveries,
+            shim_counters.drops, shim_counters.unavailable, shim_counters.unverified);
+}
+
 void write_json(const struct summary *sm, double elapsed)
 {
     char path[4200];
@@ -157,9 +200,23 @@ void write_json(const struct summary *sm, double elapsed)
     }
     fprintf(f, "  },\n");
     json_probes(f);
-    fprintf(f, ",\n  \"summary\": {\"handshakes_shim_native\": %.4f, "
-               "\"handshakes_fdmode_shim_native\": %.4f, \"handshakes_callback_fd\": %.4f, "
-               "\"handshakes_native_callback_fd\": %.4f}\n}\n",
-            sm->hs, sm->hs_fd, sm->cbfd, sm->cbfd_native);
+    json_latency(f);
+    fprintf(f, ",\n  \"summary\": {");
+    if (BENCH_OSSL111) {
+        fprintf(f, "\"handshakes_111_shim_callback_native_fd\": ");
+        json_num(f, sm->hsa);
+    } else {
+        fprintf(f, "\"handshakes_shim_native\": ");
+        json_num(f, sm->hs);
+        fprintf(f, ", \"handshakes_fdmode_shim_native\": ");
+        json_num(f, sm->hs_fd);
+        fprintf(f, ", \"handshakes_callback_fd\": ");
+        json_num(f, sm->cbfd);
+        fprintf(f, ", \"handshakes_native_callback_fd\": ");
+        json_num(f, sm->cbfd_native);
+        fprintf(f, ", \"handshakes_fdadapter_callback_fd\": ");
+        json_num(f, sm->hsa);
+    }
+    fprintf(f, "}\n}\n");
     fclose(f);
 }

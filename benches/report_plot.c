@@ -94,10 +94,19 @@ static void write_script(FILE *g, int panels)
 
 void write_plot(void)
 {
-    FILE *d = open_out("handshakes.dat"), *g = open_out("handshakes.gp");
+    FILE *d = open_out("handshakes.dat"), *g;
     int panels = write_data(d);
 
     fclose(d);
+    if (panels == 0) {
+        /* Nothing to draw (the OpenSSL 1.1.1 run): no script, no plot. */
+        char path[4200];
+
+        snprintf(path, sizeof(path), "%s/handshakes.gp", cfg.out_dir);
+        remove(path);
+        return;
+    }
+    g = open_out("handshakes.gp");
     write_script(g, panels);
     fclose(g);
 }

@@ -71,12 +71,49 @@ static long hs_count(const struct cell *c, const double rate[2][2])
     return k < c->conc ? c->conc : k;
 }
 
+/*
+ * The fd-only device's cells (G_HSA), TLS 1.3, both keys, the same
+ * latencies and concurrencies as the grid: on OpenSSL 3 the shim's fd
+ * adapter in callback mode vs the same shim worker polling the wait fds
+ * (adapter off); on 1.1.1 the adapter vs native 1.1.1 polling the fds.
+ */
+static void plan_adapter(const double rate[2][2])
+{
+    int k, l, ci;
+    struct cell *c;
+
+    for (k = 0; k < 2; k++) {
+        if (cfg.quick && k == 1)
+            continue;
+        for (l = 0; l < NLAT; l++)
+            for (ci = 0; ci < NCONC; ci++) {
+                long conc = hs_conc[ci], cnt;
+                const char *key = k ? "rsa" : "ec";
+                int lat = hs_lats[l];
+
+                c = cell_new(G_HSA, conc >= 1024 ? cfg.rounds_big : cfg.rounds);
+                c->key_rsa = k;
+                c->lat = lat;
+                c->conc = conc;
+                cnt = hs_count(c, rate);
+                snprintf(c->name, sizeof(c->name), "%s/%s/tls13/lat%d/c%ld",
+                         BENCH_OSSL111 ? "hs_111" : "hs_fdadapter", key, lat, conc);
+                snprintf(c->title, sizeof(c->title), "%-3s TLS1.3 %3dus c=%-4ld", key, lat, conc);
+                side(c, HSA_A, 1, "hs %s 13 %d %ld acb %ld", key, lat, conc, cnt);
+                if (BENCH_OSSL111)
+                    side(c, HSA_B, 0, "hs %s 13 %d %ld afd %ld", key, lat, conc, cnt);
+                else
+                    side(c, HSA_B, 1, "hs %s 13 %d %ld afd %ld", key, lat, conc, cnt);
+            }
+    }
+}
+
 void plan_handshakes(const double rate[2][2])
 {
     int k, v, l, ci;
     struct cell *c;
 
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < 2 && !BENCH_OSSL111; k++) {
         if (cfg.quick && k == 1)
             continue;
         for (v = 0; v < 2; v++) {
@@ -110,6 +147,11 @@ void plan_handshakes(const double rate[2][2])
             }
         }
     }
+    if (BENCH_OSSL111 || workers[1].adapter)
+        plan_adapter(rate);
+    else
+        fprintf(stderr, "sslasync-bench: the shim has no fd adapter "
+                        "(sslasync_CTX_set_fd_callbacks): its cells are skipped\n");
     fprintf(stderr, "sslasync-bench: %d handshake cells, %d rounds (%d at c=1024)\n", ncells,
             cfg.rounds, cfg.rounds_big);
 }

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,7 +16,8 @@
 extern char **environ;
 
 char sched_mode[16];
-struct worker workers[2] = { { "native", 0, 0, NULL, NULL }, { "shim", 1, 0, NULL, NULL } };
+struct worker workers[2] = { { "native", 0, 0, NULL, NULL, 0 }, { "shim", 1, 0, NULL, NULL, 0 } };
+struct shim_counters shim_counters;
 
 /* environ without LD_PRELOAD, plus LD_PRELOAD=shim for the shim side. */
 static char **child_env(int shim)
@@ -108,10 +110,35 @@ void worker_start(struct worker *w, int light)
               w->shim ? " (is the shim built for this OpenSSL? see its stderr line)" : "");
     if (sscanf(line, "%*s %*s %*s sched=%15s", sched_mode) != 1)
         snprintf(sched_mode, sizeof(sched_mode), "?");
+    w->adapter = strstr(line, " adapter=1") != NULL;
+}
+
+/* The shim worker's counters are read once, at its exit: they are totals. */
+static void worker_counters(struct worker *w)
+{
+    char line[256];
+    int have;
+    unsigned long long v[5];
+
+    fputs("stats\n", w->to);
+    fflush(w->to);
+    if (fgets(line, sizeof(line), w->from) == NULL
+        || sscanf(line, "ok %d %llu %llu %llu %llu %llu", &have, &v[0], &v[1], &v[2], &v[3],
+                  &v[4]) != 6)
+        fatal("%s worker: bad answer \"%s\" to \"stats\"", w->name, line);
+    shim_counters.workers++;
+    shim_counters.have += have;
+    shim_counters.arms += v[0];
+    shim_counters.deliveries += v[1];
+    shim_counters.drops += v[2];
+    shim_counters.unavailable += v[3];
+    shim_counters.unverified += v[4];
 }
 
 void worker_stop(struct worker *w)
 {
+    if (w->shim)
+        worker_counters(w);
     fputs("quit\n", w->to);
     fclose(w->to);
     fclose(w->from);
@@ -134,4 +161,47 @@ double worker_rate(struct worker *w, const char *cmd, double *disturbed)
     if (disturbed != NULL)
         *disturbed = delay_ns * 1e-9 / s;
     return n / s;
+}
+
+double worker_lat(struct worker *w, const char *cmd, double *learn, double *resume, int *n,
+                  int max, long *early)
+{
+    char *line = NULL, *p, *end;
+    size_t cap = 0;
+    long cnt, i;
+    double t0 = now_s(), el;
+    long long delay;
+    long e;
+
+    fprintf(w->to, "%s\n", cmd);
+    fflush(w->to);
+    if (getline(&line, &cap, w->from) <= 0)
+        fatal("%s worker died on \"%s\"", w->name, cmd);
+    el = now_s() - t0;
+    if (sscanf(line, "ok %ld %lld %ld", &cnt, &delay, &e) != 3 || cnt < 1)
+        fatal("%s worker: bad answer to \"%s\"", w->name, cmd);
+    if (early != NULL)
+        *early += e;
+    p = line + 3;
+    strtol(p, &p, 10);
+    strtoll(p, &p, 10);
+    strtol(p, &p, 10);
+    for (i = 0; i < cnt; i++) {
+        double a = (double)strtoll(p, &end, 10) / 1000.0, b;
+
+        if (end == p)
+            fatal("%s worker: short answer to \"%s\"", w->name, cmd);
+        p = end;
+        b = (double)strtoll(p, &end, 10) / 1000.0;
+        if (end == p)
+            fatal("%s worker: short answer to \"%s\"", w->name, cmd);
+        p = end;
+        if (*n < max) {
+            learn[*n] = a;
+            resume[*n] = b;
+            (*n)++;
+        }
+    }
+    free(line);
+    return (double)delay * 1e-9 / el;
 }

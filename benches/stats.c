@@ -91,6 +91,7 @@ static double geomean_ratio(const char *a, const char *b, int group, double *wor
 
 void summarize(struct summary *sm)
 {
+    sm->hsa = geomean_ratio(HSA_A, HSA_B, G_HSA, &sm->hsa_worst, &sm->hsa_worst_name);
     sm->hs = geomean_ratio("shim_cb", "native_cb", G_HS, &sm->hs_worst, &sm->hs_worst_name);
     sm->hs_fd = geomean_ratio("shim_fd", "native_fd", G_HS, &sm->hs_fd_worst, &sm->hs_fd_worst_name);
     sm->cbfd = geomean_ratio("shim_cb", "shim_fd", G_HS, &sm->cbfd_worst, &sm->cbfd_worst_name);
@@ -119,4 +120,18 @@ double heap_delta(int variant)
 double rss_delta(int variant)
 {
     return mem.rss[variant][1] - mem.rss[variant][0];
+}
+
+double lat_quantile(int side, int resume, double q)
+{
+    static double s[LAT_MAX];
+    int n = lat.n[side];
+    long k;
+
+    if (side < 0 || n == 0)
+        return NAN;
+    memcpy(s, resume ? lat.resume[side] : lat.learn[side], sizeof(double) * (size_t)n);
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    k = (long)ceil(q * n) - 1;
+    return s[k < 0 ? 0 : k];
 }

@@ -9,6 +9,13 @@
  * completion callback pushes the connection onto a lock-free ready stack and
  * pokes one eventfd only if the loop is asleep; in fd mode the loop polls
  * each SSL's async wait fd with epoll, as Intel's async nginx does.
+ *
+ * With an fd-only accelerator (SIMACCEL_STYLE_FD) callback mode needs the
+ * shim's fd adapter (sslasync_CTX_set_fd_callbacks, found with dlsym: the
+ * native side has none), which watches the wait fd and calls back.
+ *
+ * Built against OpenSSL 1.1.1 (no callback API in its libssl), the five API
+ * functions are weak references: present only when the shim is preloaded.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -37,6 +44,20 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+/* sslasync.h declares the five functions, the callback type and
+ * ASYNC_STATUS_* when <openssl/ssl.h> lacks them. */
+#include "sslasync.h"
+#define BENCH_OSSL111 1
+#pragma weak SSL_CTX_set_async_callback
+#pragma weak SSL_CTX_set_async_callback_arg
+#pragma weak SSL_set_async_callback
+#pragma weak SSL_set_async_callback_arg
+#pragma weak SSL_get_async_status
+#else
+#define BENCH_OSSL111 0
+#endif
+
 #include "simaccel.h"
 #include "simaccel_internal.h"
 
@@ -62,6 +83,65 @@ static double now_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static long long now_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/*
+ * Latency probe (cmd_lat): the moment the device completes an operation is
+ * the fixture's write to the wait fd, made on its device thread. The bench
+ * is linked with --wrap=write, so that write (the static fixture's) comes
+ * through here first and is stamped just before the fd is signalled.
+ * Shared libraries (libssl, the shim) keep the real write.
+ */
+static atomic_int lat_probe;
+static atomic_llong lat_done_ns, lat_cb_ns, lat_woke_ns;
+
+ssize_t __real_write(int fd, const void *buf, size_t n);
+ssize_t __wrap_write(int fd, const void *buf, size_t n);
+
+ssize_t __wrap_write(int fd, const void *buf, size_t n)
+{
+    if (atomic_load_explicit(&lat_probe, memory_order_relaxed) && n == sizeof(uint64_t)
+        && simaccel_on_device_thread())
+        atomic_store(&lat_done_ns, now_ns());
+    return __real_write(fd, buf, n);
+}
+
+/* The shim's own functions, when it is preloaded (dlsym: the native side
+ * has none). The stats struct is sslasync.h's: these fields and, after
+ * them, the adapter's counters; sslasync_stats_get copies at most `size`
+ * bytes, so a shim without them leaves them 0. */
+struct shim_stats {
+    uint64_t enabled, callbacks_delivered, callbacks_dropped, pauses, status_ok, status_eagain,
+        status_err, late_registrations, latency_us_log2[24], jobs_unverified;
+    uint64_t adapter_arms, adapter_deliveries, adapter_drops, adapter_unavailable;
+};
+static int (*shim_CTX_set_fd_callbacks)(SSL_CTX *ctx, int on);
+static int (*shim_set_fd_callbacks)(SSL *s, int on);
+static int (*shim_stats_get)(struct shim_stats *out, size_t size);
+
+static void find_shim_functions(void)
+{
+    *(void **)&shim_CTX_set_fd_callbacks = dlsym(RTLD_DEFAULT, "sslasync_CTX_set_fd_callbacks");
+    *(void **)&shim_set_fd_callbacks = dlsym(RTLD_DEFAULT, "sslasync_set_fd_callbacks");
+    *(void **)&shim_stats_get = dlsym(RTLD_DEFAULT, "sslasync_stats_get");
+}
+
+/* Whether the process has the callback API at all (1.1.1 without the shim: no). */
+static int have_api(void)
+{
+#if BENCH_OSSL111
+    return SSL_get_async_status != NULL && SSL_set_async_callback != NULL;
+#else
+    return 1;
+#endif
 }
 
 /*
@@ -181,6 +261,14 @@ static int on_async(SSL *s, void *arg)
     return 1;
 }
 
+/* The latency probe's callback: stamps the moment the application learns
+ * of the completion, then does what on_async does. */
+static int on_async_lat(SSL *s, void *arg)
+{
+    atomic_store(&lat_cb_ns, now_ns());
+    return on_async(s, arg);
+}
+
 /* A second callback, so the CTX setter benchmark really changes something. */
 static int on_async_other(SSL *s, void *arg)
 {
@@ -205,6 +293,13 @@ static int take_ready(void)
     return n;
 }
 
+/* The latency probe: when the loop thread woke up. */
+static inline void stamp_woke(void)
+{
+    if (atomic_load_explicit(&lat_probe, memory_order_relaxed))
+        atomic_store(&lat_woke_ns, now_ns());
+}
+
 /* Blocks until at least one connection became runnable. */
 static void wait_events(void)
 {
@@ -212,8 +307,10 @@ static void wait_events(void)
     int n, i;
 
     if (!L.fdmode) {
-        if (take_ready())
+        if (take_ready()) {
+            stamp_woke();
             return;
+        }
         atomic_store(&L.sleeping, 1);
         if (atomic_load(&L.ready) == NULL) {
             n = epoll_wait(L.ep, ev, 1, 20000);
@@ -222,6 +319,7 @@ static void wait_events(void)
             if (n < 0 && errno != EINTR)
                 DIE("epoll_wait: %s", strerror(errno));
         }
+        stamp_woke();
         atomic_store(&L.sleeping, 0);
         {
             uint64_t v;
@@ -233,6 +331,7 @@ static void wait_events(void)
         return;
     }
     n = epoll_wait(L.ep, ev, 256, 20000);
+    stamp_woke();
     if (n == 0)
         DIE("no async fd became readable for 20 s");
     if (n < 0 && errno != EINTR)
@@ -249,9 +348,10 @@ static void wait_events(void)
  */
 static void async_wait_begin(struct conn *c)
 {
-    int st = -1;
+    int st = ASYNC_STATUS_UNSUPPORTED;
 
-    if (SSL_get_async_status(c->srv, &st) != 1)
+    /* (A program on OpenSSL 1.1.1 without the shim has no status to read.) */
+    if (have_api() && SSL_get_async_status(c->srv, &st) != 1)
         DIE("SSL_get_async_status failed after WANT_ASYNC");
     if (!L.fdmode) {
         if (st != ASYNC_STATUS_OK && !(L.inline_style && st == ASYNC_STATUS_UNSUPPORTED))
@@ -281,7 +381,35 @@ static struct {
     EVP_PKEY *key;
     X509 *cert;
 } keys[2];                      /* 0: ec (P-256), 1: rsa (2048) */
-static SSL_CTX *server_ctxs[2][2][2]; /* [key][tls12?][fdmode] */
+/*
+ * How a handshake cell is run: the device's style and how the application
+ * learns of completions.
+ *   cb   callback-style device (QAT-like), the application's callback
+ *   fd   callback-style device, the application polls the wait fds
+ *   acb  fd-only device, callback through the shim's fd adapter (on for the
+ *        server CTX with sslasync_CTX_set_fd_callbacks)
+ *   afd  fd-only device, the application polls the wait fds
+ */
+enum hs_mode { M_CB, M_FD, M_ACB, M_AFD, NMODES };
+static const char *const mode_names[NMODES] = { "cb", "fd", "acb", "afd" };
+
+static int mode_index(const char *m)
+{
+    int i;
+
+    for (i = 0; i < NMODES; i++)
+        if (strcmp(m, mode_names[i]) == 0)
+            return i;
+    DIE("unknown handshake mode %s", m);
+}
+
+static int mode_fd(int mode)
+{
+    return mode == M_FD || mode == M_AFD;
+}
+
+/* [key][tls12?][0: callback, 1: none (fd, afd), 2: callback + fd adapter] */
+static SSL_CTX *server_ctxs[2][2][3];
 static SSL_CTX *client_ctxs[2];        /* [tls12?] */
 static SSL_CTX *plain_server_ctx;      /* no async mode: rtt/io pairs */
 
@@ -320,15 +448,20 @@ static SSL_CTX *new_server_ctx(int k, int version)
     return ctx;
 }
 
-static SSL_CTX *server_ctx(int k, int tls12, int fdmode)
+static SSL_CTX *server_ctx(int k, int tls12, int mode)
 {
-    SSL_CTX **p = &server_ctxs[k][tls12][fdmode];
+    int slot = mode_fd(mode) ? 1 : mode == M_ACB ? 2 : 0;
+    SSL_CTX **p = &server_ctxs[k][tls12][slot];
 
     if (*p == NULL) {
         *p = new_server_ctx(k, tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
         SSL_CTX_set_mode(*p, SSL_MODE_ASYNC);
-        if (!fdmode && SSL_CTX_set_async_callback(*p, on_async) != 1)
+        if (slot != 1 && (!have_api() || SSL_CTX_set_async_callback(*p, on_async) != 1))
             DIE("SSL_CTX_set_async_callback");
+        if (slot == 2 && (shim_CTX_set_fd_callbacks == NULL || shim_CTX_set_fd_callbacks(*p, 1) != 1))
+            DIE("sslasync_CTX_set_fd_callbacks: %s",
+                shim_CTX_set_fd_callbacks == NULL ? "not in this process (no shim, or one without "
+                "the fd adapter)" : "failed");
     }
     return *p;
 }
@@ -449,9 +582,10 @@ static void set_device(simaccel_style style, unsigned latency_us)
  * from the first SSL_new to the last completion, so set-up and teardown of
  * connections are part of the cost, as in a server.
  */
-static double hs_run(int k, int tls12, unsigned lat, long conc, int fdmode, long count)
+static double hs_run(int k, int tls12, unsigned lat, long conc, int mode, long count)
 {
-    SSL_CTX *sctx = server_ctx(k, tls12, fdmode), *cctx = client_ctx(tls12);
+    SSL_CTX *sctx = server_ctx(k, tls12, mode), *cctx = client_ctx(tls12);
+    int fdmode = mode_fd(mode);
     struct conn *cs, *c;
     long started = 0, done = 0, i;
     double t0, t1;
@@ -460,7 +594,7 @@ static double hs_run(int k, int tls12, unsigned lat, long conc, int fdmode, long
         DIE("hs: need 1 <= conc <= count");
     if ((cs = calloc((size_t)conc, sizeof(*cs))) == NULL)
         DIE("out of memory");
-    set_device(SIMACCEL_STYLE_CALLBACK, lat);
+    set_device(mode == M_ACB || mode == M_AFD ? SIMACCEL_STYLE_FD : SIMACCEL_STYLE_CALLBACK, lat);
     L.fdmode = fdmode;
     rq_reset((size_t)conc);
     t0 = now_s();
@@ -494,12 +628,13 @@ static double hs_run(int k, int tls12, unsigned lat, long conc, int fdmode, long
     return t1 - t0;
 }
 
-static void cmd_hs(const char *key, int ver, unsigned lat, long conc, int fdmode, long count)
+static void cmd_hs(const char *key, int ver, unsigned lat, long conc, const char *mode, long count)
 {
     double el;
+    int m = mode_index(mode);
 
     cell_begin();
-    el = hs_run(key_index(key), ver == 12, lat, conc, fdmode, count);
+    el = hs_run(key_index(key), ver == 12, lat, conc, m, count);
     cell_report(count, el);
 }
 
@@ -652,6 +787,102 @@ static void cmd_rtt(const char *style, long conc, double seconds)
     cell_report(ops, el);
 }
 
+/* ----------------------------------------------- completion -> application */
+
+/*
+ * How long after the device completes an operation the application learns
+ * of it, fd-only device (SIMACCEL_STYLE_FD), one connection, one operation
+ * at a time, so the loop thread is asleep when the completion comes:
+ *   acb  the shim's fd adapter watches the wait fd and calls back: "learn"
+ *        is the callback's first instruction (the adapter's thread); the
+ *        callback then wakes the loop thread (its eventfd), "resume" is when
+ *        epoll_wait returns there;
+ *   afd  the loop thread epolls the wait fd itself: "learn" and "resume" are
+ *        both when its epoll_wait returns.
+ * Both from the fixture's timestamp just before it writes the wait fd.
+ * Answer: "ok N run_delay_ns early" and N pairs "learn_ns resume_ns"; early
+ * counts operations the device completed before SSL_write had returned
+ * (the loop was not asleep yet: e.g. the adapter starting its thread).
+ */
+static void cmd_lat(const char *mode, unsigned lat_us, long n)
+{
+    struct conn *c = &rtt_conns[0];
+    int adapter = strcmp(mode, "acb") == 0;
+    long i, early = 0;
+    long long *learn, *resume;
+
+    if (!adapter && strcmp(mode, "afd") != 0)
+        DIE("lat: mode acb or afd");
+    if (n < 1 || (learn = calloc((size_t)n, sizeof(*learn))) == NULL
+        || (resume = calloc((size_t)n, sizeof(*resume))) == NULL)
+        DIE("lat: N >= 1 / out of memory");
+    set_device(SIMACCEL_STYLE_FD, lat_us);
+    rtt_conn_open(c, 0);
+    if (adapter) {
+        if (!have_api() || SSL_set_async_callback(c->srv, on_async_lat) != 1
+            || SSL_set_async_callback_arg(c->srv, c) != 1)
+            DIE("lat: SSL_set_async_callback");
+        if (shim_set_fd_callbacks == NULL || shim_set_fd_callbacks(c->srv, 1) != 1)
+            DIE("lat: sslasync_set_fd_callbacks (no shim, or one without the fd adapter)");
+    }
+    L.fdmode = !adapter;
+    rq_reset(1);
+    atomic_store(&sink_armed, 1);
+    atomic_store(&lat_probe, 1);
+    cell_begin();
+    for (i = 0; i < n; i++) {
+        int r;
+        long long done, learned, woke;
+
+        atomic_store(&lat_done_ns, 0);
+        atomic_store(&lat_cb_ns, 0);
+        r = SSL_write(c->srv, "x", 1);
+        if (r == 1 || SSL_get_error(c->srv, r) != SSL_ERROR_WANT_ASYNC)
+            DIE("lat: SSL_write did not pause (%d)", r);
+        if (atomic_load(&lat_done_ns) != 0)
+            early++;
+        async_wait_begin(c);
+        wait_events();
+        if (rq_pop() != c || rq_pop() != NULL)
+            DIE("lat: woke without the connection");
+        woke = atomic_load(&lat_woke_ns);
+        done = atomic_load(&lat_done_ns);
+        learned = adapter ? atomic_load(&lat_cb_ns) : woke;
+        if (done == 0 || learned == 0)
+            DIE("lat: no completion timestamp (device %lld, application %lld)", done, learned);
+        if ((r = SSL_write(c->srv, "x", 1)) != 1)
+            DIE("lat: the resumed SSL_write = %d (SSL error %d)", r, SSL_get_error(c->srv, r));
+        learn[i] = learned - done;
+        resume[i] = woke - done;
+    }
+    atomic_store(&lat_probe, 0);
+    atomic_store(&sink_armed, 0);
+    printf("ok %ld %lld %ld", n, run_delay_ns() - cell_delay0, early);
+    for (i = 0; i < n; i++)
+        printf(" %lld %lld", learn[i], resume[i]);
+    putchar('\n');
+    conn_close(c);
+    free(learn);
+    free(resume);
+    if (!simaccel_wait_idle(10000))
+        DIE("device not idle after the cell");
+}
+
+/* The shim's counters (0 without the shim): the adapter's, and the jobs it
+ * could not verify; all counted without SSLASYNC_STATS. */
+static void cmd_stats(void)
+{
+    struct shim_stats st;
+
+    memset(&st, 0, sizeof(st));
+    if (shim_stats_get != NULL)
+        shim_stats_get(&st, sizeof(st));
+    printf("ok %d %llu %llu %llu %llu %llu\n", shim_stats_get != NULL,
+           (unsigned long long)st.adapter_arms, (unsigned long long)st.adapter_deliveries,
+           (unsigned long long)st.adapter_drops, (unsigned long long)st.adapter_unavailable,
+           (unsigned long long)st.jobs_unverified);
+}
+
 /* ---------------------------------------------------------- bulk records */
 
 static struct conn io_conn;
@@ -767,17 +998,19 @@ static const char *api_object(void)
     Dl_info info;
     void *p = dlsym(RTLD_DEFAULT, "SSL_set_async_callback");
 
-    if (p == NULL || !dladdr(p, &info) || info.dli_fname == NULL)
+    if (p == NULL) /* OpenSSL 1.1.1 without the shim: there is no API */
+        return "native";
+    if (!dladdr(p, &info) || info.dli_fname == NULL)
         return "?";
     return strstr(info.dli_fname, "libsslasync") != NULL ? "shim" : "native";
 }
 
-static int probe_flag;
+static atomic_int probe_flag;
 
 static int probe_cb(SSL *s, void *arg)
 {
     (void)s;
-    *(int *)arg = 1;
+    atomic_store((atomic_int *)arg, 1);
     return 1;
 }
 
@@ -792,11 +1025,39 @@ static int probe_active(void)
     int r, spins;
 
     memset(&c, 0, sizeof(c));
+#if BENCH_OSSL111
+    /*
+     * OpenSSL 1.1.1: callbacks come only from the shim's fd adapter (always
+     * on there). A callback set before the first job, an fd-only device:
+     * the SSL pauses, the adapter must call back.
+     */
+    if (!have_api())
+        return 0;
+    rtt_conn_open(&c, 0);
+    if (SSL_set_async_callback(c.srv, probe_cb) != 1
+        || SSL_set_async_callback_arg(c.srv, (void *)&probe_flag) != 1)
+        DIE("probe: setters");
+    set_device(SIMACCEL_STYLE_FD, 0);
+    atomic_store(&sink_armed, 1);
+    if ((r = SSL_write(c.srv, "x", 1)) == 1 || SSL_get_error(c.srv, r) != SSL_ERROR_WANT_ASYNC)
+        DIE("probe: SSL_write did not pause");
+    /* The device completes at once; give the adapter up to 5 s to call back. */
+    for (spins = 0; spins < 5000 && !atomic_load(&probe_flag); spins++) {
+        struct timespec ms = { 0, 1000000 };
+
+        nanosleep(&ms, NULL);
+    }
+    if (SSL_write(c.srv, "x", 1) != 1)
+        DIE("probe: resumed SSL_write");
+    atomic_store(&sink_armed, 0);
+    conn_close(&c);
+    return atomic_load(&probe_flag);
+#endif
     rtt_conn_open(&c, 0);
     if (SSL_write(c.srv, "x", 1) != 1)
         DIE("probe: first write");
     if (SSL_set_async_callback(c.srv, probe_cb) != 1
-        || SSL_set_async_callback_arg(c.srv, &probe_flag) != 1)
+        || SSL_set_async_callback_arg(c.srv, (void *)&probe_flag) != 1)
         DIE("probe: setters");
     set_device(SIMACCEL_STYLE_INLINE, 0);
     atomic_store(&sink_armed, 1);
@@ -805,11 +1066,14 @@ static int probe_active(void)
             DIE("probe: SSL_write");
     atomic_store(&sink_armed, 0);
     conn_close(&c);
-    return probe_flag;
+    return atomic_load(&probe_flag);
 }
 
 /* Main loop on the first allowed CPU, everything else (the device thread)
- * on the second, so the two never fight and never migrate. */
+ * on the second, so the two never fight and never migrate. The shim's fd
+ * adapter starts its thread later, at its first arm, from the loop thread:
+ * it inherits the loop's CPU and scheduling policy, as it would in an
+ * application that pins its event loop. */
 static void pin_threads(void)
 {
     cpu_set_t allowed, one;
@@ -875,6 +1139,7 @@ static void setup(int keys_too)
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     if (simaccel_install(&cfg) != 1)
         DIE("simaccel_install");
+    find_shim_functions();
     L.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     L.ep = epoll_create1(EPOLL_CLOEXEC);
     if (L.evfd < 0 || L.ep < 0 || epoll_ctl(L.ep, EPOLL_CTL_ADD, L.evfd, &e) != 0)
@@ -899,21 +1164,28 @@ int bench_worker_main(int light)
     setup(!light);
     pin_threads();
     active = probe_active();
-    printf("ok impl=%s active=%d sched=%s\n", api_object(), active, sched_mode);
+    printf("ok impl=%s active=%d sched=%s adapter=%d\n", api_object(), active, sched_mode,
+           shim_CTX_set_fd_callbacks != NULL);
     fflush(stdout);
     while (fgets(line, sizeof(line), stdin) != NULL) {
         char a[32], b[32];
         long n1, n2, n3, n4;
         double s;
 
+        unsigned lu;
+
         if (sscanf(line, "hs %31s %ld %ld %ld %31s %ld", a, &n1, &n2, &n3, b, &n4) == 6)
-            cmd_hs(a, (int)n1, (unsigned)n2, n3, strcmp(b, "fd") == 0, n4);
+            cmd_hs(a, (int)n1, (unsigned)n2, n3, b, n4);
         else if (sscanf(line, "rtt %31s %ld %lf", a, &n1, &s) == 3)
             cmd_rtt(a, n1, s);
         else if (sscanf(line, "io %ld %31s %lf", &n1, a, &s) == 3)
             cmd_io(n1, a, s);
         else if (sscanf(line, "set %31s %ld", a, &n1) == 2)
             cmd_set(a, n1);
+        else if (sscanf(line, "lat %31s %u %ld", a, &lu, &n1) == 3)
+            cmd_lat(a, lu, n1);
+        else if (strncmp(line, "stats", 5) == 0)
+            cmd_stats();
         else if (strncmp(line, "quit", 4) == 0)
             break;
         else
@@ -942,7 +1214,7 @@ __attribute__((noinline)) long bench_counted_loop(const char *loop, long n)
     if (strcmp(loop, "rtt_inline") == 0)
         return rtt_loop(1, n, 0, &el);
     if (strncmp(loop, "hs_", 3) == 0) {
-        hs_run(0, 0, 0, 16, strcmp(loop, "hs_fd") == 0, n);
+        hs_run(0, 0, 0, 16, strcmp(loop, "hs_fd") == 0 ? M_FD : M_CB, n);
         return n;
     }
     for (i = 0; i < n; i++)

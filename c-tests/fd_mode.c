@@ -43,7 +43,8 @@ int main(void)
     size_t n = 0;
     struct pollfd p;
 
-    tlsd_begin("fd_mode", 0);
+    /* Native OpenSSL 1.1.1 has no callback API: the runs without one. */
+    tlsd_begin("fd_mode", TLSD_NO_API_OK);
     sctx = tlsd_server_ctx("ec", 0);
 
     /* Held device: the fd exists but is not readable until completion. */
@@ -67,9 +68,14 @@ int main(void)
     run(sctx, SIMACCEL_STYLE_CALLBACK, 0, "callback engine, no callback set");
     run(sctx, SIMACCEL_STYLE_INLINE, 0, "inline engine, no callback set");
     run(sctx, SIMACCEL_STYLE_FD, 0, "fd-only engine, no callback set");
-    run(sctx, SIMACCEL_STYLE_FD, 1, "fd-only engine, callback set (ignored)");
-    SSL_CTX_set_async_callback_arg(sctx, &a1);
-    run(sctx, SIMACCEL_STYLE_CALLBACK, 0, "callback engine, CTX arg but no callback");
+    /* (With the shim on OpenSSL 1.1.1 the fd adapter, always on there,
+     * delivers a set callback: the handshake test's part.) */
+    if (tlsd_have_api() && !TLSD_OPENSSL_111)
+        run(sctx, SIMACCEL_STYLE_FD, 1, "fd-only engine, callback set (ignored)");
+    if (tlsd_have_api()) {
+        SSL_CTX_set_async_callback_arg(sctx, &a1);
+        run(sctx, SIMACCEL_STYLE_CALLBACK, 0, "callback engine, CTX arg but no callback");
+    }
 
     SSL_CTX_free(sctx);
     return tlsd_end();

@@ -30,7 +30,7 @@ int main(void)
     tlsd_handshake(&c);
     TLSD_CHECK(atomic_load(&c.notes) == 1, "callbacks %u", atomic_load(&c.notes));
     TLSD_CHECK(c.cb_same_thread == 0, "callback ran on the application thread");
-    TLSD_CHECK(c.cb_on_device_thread == 1, "callback not on the device thread");
+    TLSD_CHECK(tlsd_cb_on_notifier(&c), "callback not on the device (or fd adapter) thread");
     TLSD_CHECK(c.cb_inside_call == 0, "callback inside SSL_do_handshake");
     TLSD_CHECK(c.cb_ssl == c.server, "callback got another SSL*");
     TLSD_CHECK(c.cb_status_ret == 1 && c.cb_status == ASYNC_STATUS_OK,
@@ -47,7 +47,7 @@ int main(void)
             SSL_set_async_callback_arg(c.server, &c);
             tlsd_handshake(&c);
             TLSD_CHECK(atomic_load(&c.notes) == 1, "callbacks %u", atomic_load(&c.notes));
-            TLSD_CHECK(c.cb_same_thread == 0 && c.cb_on_device_thread == 1,
+            TLSD_CHECK(c.cb_same_thread == 0 && tlsd_cb_on_notifier(&c),
                        "latency %u: callback thread", latencies[i]);
             TLSD_CHECK(c.cb_status_ret == 1 && c.cb_status == ASYNC_STATUS_OK, "status");
             tlsd_conn_free(&c);

@@ -32,15 +32,15 @@ static void handshakes(SSL_CTX *sctx, const char *who)
         tlsd_counters_mark();
         tlsd_handshake(&c);
         d = tlsd_counters_delta();
-        TLSD_CHECK(d.pauses == 1 && d.callbacks == 1 && atomic_load(&c.notes) == 1
+        TLSD_CHECK(d.pauses == 1 && tlsd_device_notified(&d, 1) && atomic_load(&c.notes) == 1
                        && c.woke_by_callback == 1,
                    "%s handshake %d: pauses %llu, device callbacks %llu, delivered %u",
                    who, i, (unsigned long long)d.pauses, (unsigned long long)d.callbacks,
                    atomic_load(&c.notes));
-        TLSD_CHECK(c.cb_ssl == c.server && c.cb_on_device_thread && c.cb_status_ret == 1
+        TLSD_CHECK(c.cb_ssl == c.server && tlsd_cb_on_notifier(&c) && c.cb_status_ret == 1
                        && c.cb_status == ASYNC_STATUS_OK,
-                   "%s handshake %d: callback saw ssl ok %d, device thread %d, status %d/%d",
-                   who, i, c.cb_ssl == c.server, c.cb_on_device_thread, c.cb_status_ret,
+                   "%s handshake %d: callback saw ssl ok %d, notifier thread %d, status %d/%d",
+                   who, i, c.cb_ssl == c.server, tlsd_cb_on_notifier(&c), c.cb_status_ret,
                    c.cb_status);
         tlsd_conn_free(&c);
     }

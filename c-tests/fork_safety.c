@@ -170,10 +170,10 @@ static void child(int n)
         tlsd_handshake(&c);
         d = tlsd_counters_delta();
         TLSD_CHECK(d.pauses == 1 && atomic_load(&c.notes) == 1 && c.woke_by_callback == 1
-                       && c.cb_ssl == c.server && c.cb_on_device_thread,
-                   "child %d: pauses %llu, callbacks %u (woke by callback %u), on device %d",
+                       && c.cb_ssl == c.server && tlsd_cb_on_notifier(&c),
+                   "child %d: pauses %llu, callbacks %u (woke by callback %u), on notifier %d",
                    n, (unsigned long long)d.pauses, atomic_load(&c.notes),
-                   c.woke_by_callback, c.cb_on_device_thread);
+                   c.woke_by_callback, tlsd_cb_on_notifier(&c));
         tlsd_conn_free(&c);
     }
     _exit(0);

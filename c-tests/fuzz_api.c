@@ -411,7 +411,9 @@ static enum verdict evaluate(rec *r, int me, token *t, uint64_t lb, uint64_t now
 static int check_callback(int me, SSL *s, void *arg)
 {
     uint64_t now = atomic_load(&gclock);
-    int on_device = simaccel_on_device_thread();
+    /* The device thread, or the shim's fd adapter thread (which delivers
+     * the fd-only pauses' callbacks: every pause on OpenSSL 1.1.1). */
+    int on_device = simaccel_on_device_thread() || tlsd_on_adapter_thread();
     uint64_t lb = on_device ? lb_device : lb_call;
     uint64_t lcd = 0;
     token *t = arg;

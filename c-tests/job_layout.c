@@ -56,8 +56,10 @@ int main(void)
     ASYNC_WAIT_CTX *w;
     ASYNC_JOB *job = NULL;
     unsigned long long before;
+#if !TLSD_OPENSSL_111
     ASYNC_callback_fn cb = NULL;
     void *cbarg = NULL;
+#endif
 
     tlsd_begin("job_layout", TLSD_SHIM_ONLY);
     sctx = tlsd_server_ctx("ec", 0);
@@ -87,8 +89,11 @@ int main(void)
 
     TLSD_CHECK(unverified() - before == 2, "jobs_unverified grew by %llu, want 2",
                unverified() - before);
+#if !TLSD_OPENSSL_111
+    /* (1.1.1's wait ctx has no callback to wire.) */
     TLSD_CHECK(ASYNC_WAIT_CTX_get_callback(w, &cb, &cbarg) == 0 && cb == NULL,
                "the shim wired a wait ctx it could not verify");
+#endif
     tlsd_say("both forwarded untouched and counted; their wait ctx not wired");
 
     /* The real SSL still works after that. */

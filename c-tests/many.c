@@ -15,16 +15,19 @@ static void round_(SSL_CTX *sctx, int with_cb)
 {
     tlsd_conn *conns = calloc(N, sizeof(*conns));
     simaccel_counters d;
-    int i;
+    int i, with_cb_set;
 
     TLSD_CHECK(conns != NULL, "calloc");
+    /* TLSD_STYLE=fd without the fd adapter: the callback is never called. */
+    with_cb_set = with_cb;
+    with_cb = with_cb && tlsd_expect_callbacks();
     tlsd_counters_mark();
     simaccel_hold(1);
     for (i = 0; i < N; i++) {
         tlsd_conn_init(&conns[i], sctx, NULL);
-        if (with_cb)
+        if (with_cb_set)
             SSL_set_async_callback_arg(conns[i].server, &conns[i]);
-        else
+        else if (tlsd_have_api())
             SSL_set_async_callback(conns[i].server, NULL);
         TLSD_CHECK(tlsd_run_until_paused(&conns[i]) == 1, "connection %d did not pause", i);
     }
@@ -51,7 +54,7 @@ static void round_(SSL_CTX *sctx, int with_cb)
             TLSD_CHECK(atomic_load(&c->notes) == 1, "connection %d: %u callbacks", i,
                        atomic_load(&c->notes));
             TLSD_CHECK(c->cb_ssl == c->server, "connection %d: callback got another SSL*", i);
-            TLSD_CHECK(c->cb_on_device_thread == 1, "connection %d: callback thread", i);
+            TLSD_CHECK(tlsd_cb_on_notifier(c), "connection %d: callback thread", i);
         } else {
             TLSD_CHECK(atomic_load(&c->notes) == 0 && c->woke_by_fd == 1,
                        "connection %d: fd wake", i);
@@ -59,7 +62,7 @@ static void round_(SSL_CTX *sctx, int with_cb)
     }
     TLSD_CHECK(d.completions == N && d.pauses == N && d.offloaded_ops == N,
                "completions %llu", (unsigned long long)d.completions);
-    TLSD_CHECK(with_cb ? (d.callbacks == N && d.fd_signals == 0)
+    TLSD_CHECK(with_cb ? tlsd_device_notified(&d, N)
                        : (d.callbacks == 0 && d.fd_signals == N),
                "callbacks %llu fds %llu", (unsigned long long)d.callbacks,
                (unsigned long long)d.fd_signals);
@@ -74,11 +77,14 @@ int main(void)
 {
     SSL_CTX *sctx;
 
-    tlsd_begin("many", 0);
+    /* Native OpenSSL 1.1.1 has no callback API: the wait-fd round only. */
+    tlsd_begin("many", TLSD_NO_API_OK);
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
     sctx = tlsd_server_ctx("ec", 0);
-    SSL_CTX_set_async_callback(sctx, tlsd_cb);
-    round_(sctx, 1);
+    if (tlsd_have_api()) {
+        SSL_CTX_set_async_callback(sctx, tlsd_cb);
+        round_(sctx, 1);
+    }
     round_(sctx, 0);
     SSL_CTX_free(sctx);
     return tlsd_end();

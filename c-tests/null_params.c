@@ -34,7 +34,11 @@ int main(void)
 
     /* The comparison itself works: a genuine error of that kind matches. */
     ERR_clear_error();
+#if TLSD_OPENSSL_111
+    ERR_put_error(ERR_LIB_SSL, 0, ERR_R_PASSED_NULL_PARAMETER, __FILE__, __LINE__);
+#else
     ERR_raise(ERR_LIB_SSL, ERR_R_PASSED_NULL_PARAMETER);
+#endif
     expect_null_error(0, "ERR_raise(ERR_LIB_SSL, ERR_R_PASSED_NULL_PARAMETER)");
 
     expect_null_error(SSL_CTX_set_async_callback(NULL, tlsd_cb_A),
@@ -57,8 +61,8 @@ int main(void)
     TLSD_CHECK(atomic_load(&c.notes) == 1, "handshake callbacks");
     expect_null_error(SSL_get_async_status(c.server, NULL),
                       "SSL_get_async_status(ssl, NULL) after a job");
-    TLSD_CHECK(SSL_get_async_status(c.server, &st) == 1 && st == ASYNC_STATUS_OK,
-               "status still readable");
+    TLSD_CHECK(SSL_get_async_status(c.server, &st) == 1
+               && st == tlsd_status_after_callback_job(), "status still readable: %d", st);
     TLSD_CHECK(ERR_peek_error() == 0, "error left by a valid call");
 
     /* A NULL-argument call changes nothing on valid objects. */

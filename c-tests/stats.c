@@ -96,16 +96,19 @@ int main(int argc, char **argv)
     handshakes(cb_ctx, 5);
     expect("device-thread callbacks", 5, 5, 0, 5, 0, 0);
 
-    mark();
-    tlsd_style(SIMACCEL_STYLE_INLINE, 0, 0);
-    handshakes(cb_ctx, 2);
-    expect("inline callbacks (engine sets no status)", 2, 2, 0, 0, 0, 0);
+    /* (OpenSSL 1.1.1 has no inline engine callback and no EAGAIN status.) */
+    if (!TLSD_OPENSSL_111) {
+        mark();
+        tlsd_style(SIMACCEL_STYLE_INLINE, 0, 0);
+        handshakes(cb_ctx, 2);
+        expect("inline callbacks (engine sets no status)", 2, 2, 0, 0, 0, 0);
 
-    /* Every operation refused once: a pause with EAGAIN, then one with OK. */
-    mark();
-    tlsd_style(SIMACCEL_STYLE_EAGAIN, 50, 1);
-    handshakes(cb_ctx, 3);
-    expect("EAGAIN re-drives", 6, 3, 0, 3, 3, 0);
+        /* Every operation refused once: a pause with EAGAIN, then one with OK. */
+        mark();
+        tlsd_style(SIMACCEL_STYLE_EAGAIN, 50, 1);
+        handshakes(cb_ctx, 3);
+        expect("EAGAIN re-drives", 6, 3, 0, 3, 3, 0);
+    }
 
     mark();
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 50, 0);

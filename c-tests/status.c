@@ -52,9 +52,13 @@ int main(void)
 {
     SSL_CTX *sctx;
     tlsd_conn c;
-    int r;
+    int r, after;
 
     tlsd_begin("status", 0);
+    /* Under TLSD_STYLE=fd the callback style is the fd-only engine: OK while
+     * paused only if the shim's fd adapter armed the pause, and UNSUPPORTED
+     * again once the resume started (what the engine itself left). */
+    after = tlsd_status_after_callback_job();
     sctx = tlsd_server_ctx("ec", 0);
 
     tlsd_conn_init(&c, sctx, NULL);
@@ -70,15 +74,16 @@ int main(void)
 
     simaccel_hold(1);
     TLSD_CHECK(tlsd_run_until_paused(&c) == 1, "no pause");
-    expect(c.server, 1, ASYNC_STATUS_OK, "paused on a callback-style engine");
+    expect(c.server, 1, tlsd_expect_callbacks() ? ASYNC_STATUS_OK : ASYNC_STATUS_UNSUPPORTED,
+           "paused on a callback-style engine");
     simaccel_hold(0);
     tlsd_handshake(&c);
-    expect(c.server, 1, ASYNC_STATUS_OK, "after completion");
+    expect(c.server, 1, after, "after completion");
     tlsd_conn_reset(&c);
-    expect(c.server, 1, ASYNC_STATUS_OK, "after SSL_clear");
+    expect(c.server, 1, after, "after SSL_clear");
     tlsd_style(SIMACCEL_STYLE_INLINE, 0, 0);
     tlsd_handshake(&c);
-    expect(c.server, 1, ASYNC_STATUS_OK, "after an inline engine's job (never writes status)");
+    expect(c.server, 1, after, "after an inline engine's job (never writes status)");
     tlsd_conn_free(&c);
 
     fresh(sctx, SIMACCEL_STYLE_INLINE, 1, "inline engine with callback", ASYNC_STATUS_UNSUPPORTED);
@@ -86,18 +91,21 @@ int main(void)
     fresh(sctx, SIMACCEL_STYLE_FD, 1, "fd-only engine with callback", ASYNC_STATUS_UNSUPPORTED);
     fresh(sctx, SIMACCEL_STYLE_CALLBACK, 0, "callback engine without callback (fd)",
           ASYNC_STATUS_UNSUPPORTED);
-    fresh(sctx, SIMACCEL_STYLE_CALLBACK, 1, "callback engine with callback", ASYNC_STATUS_OK);
+    fresh(sctx, SIMACCEL_STYLE_CALLBACK, 1, "callback engine with callback", after);
 
-    /* EAGAIN is visible while refused; the accepted retry writes OK. */
-    tlsd_style(SIMACCEL_STYLE_EAGAIN, 50, 1);
-    tlsd_conn_init(&c, sctx, NULL);
-    SSL_set_async_callback(c.server, tlsd_cb);
-    SSL_set_async_callback_arg(c.server, &c);
-    tlsd_handshake(&c);
-    TLSD_CHECK(c.eagain_redrives == 1, "EAGAIN not seen by the driver");
-    tlsd_say("EAGAIN engine: status EAGAIN seen after WANT_ASYNC, re-driven");
-    expect(c.server, 1, ASYNC_STATUS_OK, "EAGAIN engine, after the accepted retry");
-    tlsd_conn_free(&c);
+    /* EAGAIN is visible while refused; the accepted retry writes OK.
+     * (OpenSSL 1.1.1 has no status an engine could refuse with.) */
+    if (!TLSD_OPENSSL_111) {
+        tlsd_style(SIMACCEL_STYLE_EAGAIN, 50, 1);
+        tlsd_conn_init(&c, sctx, NULL);
+        SSL_set_async_callback(c.server, tlsd_cb);
+        SSL_set_async_callback_arg(c.server, &c);
+        tlsd_handshake(&c);
+        TLSD_CHECK(c.eagain_redrives == 1, "EAGAIN not seen by the driver");
+        tlsd_say("EAGAIN engine: status EAGAIN seen after WANT_ASYNC, re-driven");
+        expect(c.server, 1, ASYNC_STATUS_OK, "EAGAIN engine, after the accepted retry");
+        tlsd_conn_free(&c);
+    }
 
     SSL_CTX_free(sctx);
     return tlsd_end();

@@ -280,9 +280,11 @@ int main(int argc, char **argv)
                (unsigned long long)late);
     TLSD_CHECK(live + doomed == total, "live %llu + freed %llu != %llu",
                (unsigned long long)live, (unsigned long long)doomed, (unsigned long long)total);
-    /* One offloaded operation, one pause, one device completion per SSL. */
+    /* One offloaded operation, one pause, one device completion per SSL
+     * (a callback; on OpenSSL 1.1.1 an fd signal the shim's adapter turns
+     * into the callback). */
     TLSD_CHECK(d.pauses == total && d.submissions == total && d.completions == total
-                   && d.callbacks == total && d.fd_signals == 0,
+                   && tlsd_device_notified(&d, total),
                "device: pauses %llu submissions %llu completions %llu callbacks %llu fds %llu",
                (unsigned long long)d.pauses, (unsigned long long)d.submissions,
                (unsigned long long)d.completions, (unsigned long long)d.callbacks,
@@ -302,9 +304,9 @@ int main(int argc, char **argv)
                "delivered %llu != live %llu + freed-but-seen-before %llu",
                (unsigned long long)delivered, (unsigned long long)live,
                (unsigned long long)seen_before_free);
-    TLSD_CHECK(delivered + dropped == d.callbacks, "delivered %llu + dropped %llu != %llu",
+    TLSD_CHECK(delivered + dropped == total, "delivered %llu + dropped %llu != %llu",
                (unsigned long long)delivered, (unsigned long long)dropped,
-               (unsigned long long)d.callbacks);
+               (unsigned long long)total);
     TLSD_CHECK(dropped == doomed - seen_before_free, "dropped %llu, want %llu",
                (unsigned long long)dropped, (unsigned long long)(doomed - seen_before_free));
     TLSD_CHECK(latency_total(&after) - latency_total(&before) == delivered,

@@ -1,34 +1,53 @@
 #!/usr/bin/env bash
 # The whole C suite on every OpenSSL the shim supports (make matrix):
 #
-#   c-tests/matrix/run-matrix.sh [system|3.5.5|4.0.3 ...]     default: all three
+#   c-tests/matrix/run-matrix.sh [1.1.1w|system|3.5.5|4.0.3 ...]   default: all four
 #
 # Per version: the private OpenSSL (build-openssl.sh, cached outside the
 # checkout, built only when missing), the shim built against it
 # (target/openssl-VER; the system one is target/release), and the C suite
 # configured against that OpenSSL in target/matrix/VER-FIXTURE for each
-# simulated-accelerator fixture the version has (engine: 3.x, provider: all),
-# run completely with CTest. Results are counted per (version, mode, fixture),
-# printed as a table, and the last line is `MATRIX passed=N failed=M`.
+# simulated-accelerator fixture the version has (engine: 1.1.1 and 3.x,
+# provider: 3.x and 4.x), run completely with CTest. Results are counted per
+# (version, fixture, mode), printed as a table, and the last line is
+# `MATRIX passed=N failed=M`.
+#
+# Two accelerator styles: "own" (each test runs the simulated accelerator in
+# the styles it picks itself) and "fd-only" (c-tests/adapter.cmake: the
+# callback-mode tests again with an fd-only engine, TLSD_STYLE=fd; NAME.
+# fdadapter.{preload,linked} with the shim's fd adapter on, NAME.fddiff with
+# it off against native). Modes: native, preload, linked, diff (from the
+# labels), static, other; the fd-only runs are fd:preload, fd:linked, fd:diff
+# (from the names).
 #
 # Failures: a failed, timed-out or skipped test, a test CTest registered but
 # never reported, and a cell with no tests at all. Skips count because in the
 # matrix every registered test applies (shim-only tests are not registered for
 # native runs), so a skip means a test asserted nothing.
 #
-# Environment: SSLASYNC_CACHE (private OpenSSL builds), JOBS (build and ctest
-# parallelism, default nproc), CARGO, MATRIX_FUZZ_OPS / MATRIX_STRESS_SSLS /
-# MATRIX_LIFECYCLES (sizes of the long tests per cell; defaults 25000, 2500,
-# 25000).
+# Environment: SSLASYNC_CACHE (private OpenSSL builds), SSLASYNC_MATRIX_OUT
+# (build dirs, logs and results; default target/matrix), JOBS (build
+# parallelism, default nproc), MATRIX_CTEST_JOBS (ctest parallelism, default
+# 2 x JOBS: most tests wait on the simulated device, not the CPU), CARGO,
+# MATRIX_FUZZ_OPS / MATRIX_STRESS_SSLS / MATRIX_LIFECYCLES (sizes of the long
+# tests per cell; defaults 25000, 2500, 25000).
+#
+# MATRIX_REUSE=1 (what CI sets after make test and make OPENSSL=1.1.1w test):
+# a cell whose configuration `make [OPENSSL=VER] test-c` already built and
+# ran completely (target/ctest, target/openssl-VER/ctest: same shim, same
+# OpenSSL, same fixture, not sanitized, nothing rebuilt or edited since, every
+# registered test in its ctest-junit.xml) takes that run's results instead of
+# running the suite again; those runs have the full-size long tests. The
+# links are still checked with ldd, and the cell's note names the run.
 #
 # It also writes the table as Markdown to target/matrix/MATRIX.md, and, when
-# all three versions ran, to MATRIX.md at the repository root (the copy the
+# all four versions ran, to MATRIX.md at the repository root (the copy the
 # README links; commit it after a release's run).
 #
 # Cross checks (mode "cross"): each version's shim preloaded into another
-# version's test program. Across OpenSSL majors the shim must stay inert with
-# exactly one "sslasync: inactive" line on stderr (and the program must work
-# natively); within a major it must be active and silent.
+# version's test program. Across OpenSSL majors (1.1.1, 3, 4) the shim must
+# stay inert with exactly one "sslasync: inactive" line on stderr (and the
+# program must work natively); within a major it must be active and silent.
 #
 # Every link is checked with ldd in the environment the tests run in: 3.5.5
 # shares the sonames of the system 3.0, so a missing rpath would silently run
@@ -40,12 +59,19 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CTESTS=$(dirname "$HERE")
 ROOT=$(dirname "$CTESTS")
-OUT=$ROOT/target/matrix
+OUT=${SSLASYNC_MATRIX_OUT:-$ROOT/target/matrix}
 LOGS=$OUT/logs
 CACHE=${SSLASYNC_CACHE:-$HOME/.cache/sslasync}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+CTEST_JOBS=${MATRIX_CTEST_JOBS:-$((2 * JOBS))}
 CARGO=${CARGO:-cargo}
-MODES="native preload linked diff static"
+# Order of the report. A test's mode: fd:MODE for the fd-only variants (by
+# name), else the first of the label modes it carries, else "other".
+LABEL_MODES="native preload linked diff static"
+FD_MODES="fd:preload fd:linked fd:diff"
+MODES="$LABEL_MODES $FD_MODES"
+ALL_VERSIONS="1.1.1w system 3.5.5 4.0.3"
+REUSE=${MATRIX_REUSE:-0}
 RESULTS=$OUT/results.tsv
 
 # Nothing from the caller's environment may steer which libraries load or
@@ -54,9 +80,12 @@ RESULTS=$OUT/results.tsv
 unset LD_LIBRARY_PATH LD_PRELOAD OPENSSL_DIR OPENSSL_LIB_DIR OPENSSL_INCLUDE_DIR \
       OPENSSL_STATIC OPENSSL_CONF OPENSSL_MODULES OPENSSL_ENGINES
 
-[ $# -gt 0 ] || set -- system 3.5.5 4.0.3
+[ $# -gt 0 ] || set -- $ALL_VERSIONS
 mkdir -p "$LOGS"
 : >"$RESULTS"
+# VER-FIXTURE and the make test build dir whose run a cell took (MATRIX_REUSE).
+REUSED=$OUT/reused.tsv
+: >"$REUSED"
 # VER, OpenSSL version text and where it came from, for MATRIX.md.
 VERSIONS=$OUT/versions.tsv
 : >"$VERSIONS"
@@ -108,18 +137,74 @@ check_links() {
     fi
 }
 
-# The major version in an OpenSSL include dir's opensslv.h.
+# The major version in an OpenSSL include dir's opensslv.h (1.1.1 has no
+# OPENSSL_VERSION_MAJOR: the first digit of OPENSSL_VERSION_NUMBER, 0x1010117fL).
 header_major() {
-    sed -n 's/^#[[:space:]]*define[[:space:]]\{1,\}OPENSSL_VERSION_MAJOR[[:space:]]\{1,\}\([0-9]\{1,\}\).*/\1/p' \
-        "$1/openssl/opensslv.h" | head -n 1
+    local h=$1/openssl/opensslv.h m
+    m=$(sed -n 's/^#[[:space:]]*define[[:space:]]\{1,\}OPENSSL_VERSION_MAJOR[[:space:]]\{1,\}\([0-9]\{1,\}\).*/\1/p' "$h" | head -n 1)
+    [ -n "$m" ] ||
+        m=$(sed -n 's/^#[[:space:]]*define[[:space:]]\{1,\}OPENSSL_VERSION_NUMBER[[:space:]]\{1,\}0x\([0-9a-fA-F]\).*/\1/p' "$h" | head -n 1)
+    echo "$m"
 }
 
-# run_cell VER FIXTURE PREFIX SHIMDIR: configure, build, verify and test one
-# cell; records one result line per mode.
+# cache_value DIR NAME: NAME's value in DIR/CMakeCache.txt (empty if unset).
+cache_value() { sed -n "s/^$2:[A-Z]*=//p" "$1/CMakeCache.txt" 2>/dev/null | head -n 1; }
+
+# reusable VER FIXTURE PREFIX SHIMDIR MAJOR: prints the make test build dir
+# whose complete run stands for this cell, or fails (MATRIX_REUSE=1 only).
+# Conservative: any doubt runs the cell.
+reusable() {
+    local ver=$1 fx=$2 prefix=$3 shimdir=$4 major=$5 dir junit cfx names ran newer
+    [ "$REUSE" = 1 ] || return 1
+    if [ "$ver" = system ]; then dir=$ROOT/target/ctest; else dir=$ROOT/target/openssl-$ver/ctest; fi
+    junit=$dir/ctest-junit.xml
+    [ -f "$dir/CMakeCache.txt" ] && [ -f "$junit" ] || return 1
+    [ "$(cache_value "$dir" SSLASYNC_LIB_DIR)" = "$shimdir" ] || return 1
+    [ "$(cache_value "$dir" OPENSSL_ROOT_DIR)" = "$prefix" ] || return 1
+    case "$(cache_value "$dir" SSLASYNC_SANITIZE)" in OFF | "") ;; *) return 1 ;; esac
+    case "$(cache_value "$dir" SSLASYNC_NATIVE_ONLY)" in OFF | "") ;; *) return 1 ;; esac
+    case "$(cache_value "$dir" SSLASYNC_SOAK)" in OFF | "") ;; *) return 1 ;; esac
+    cfx=engine
+    case "$(cache_value "$dir" SIMACCEL_USE_PROVIDER)" in ON) cfx=provider ;; esac
+    [ "$major" -ge 4 ] && cfx=provider
+    [ "$cfx" = "$fx" ] || return 1
+    # Nothing the run depends on may be newer than its result: the shim, any
+    # program or library of the build, the test sources, the registered tests.
+    newer=$(find -L "$shimdir/libsslasync.so" "$ROOT/include" "$CTESTS" \
+                 "$ROOT/examples" "$ROOT/benches" -newer "$junit" -type f -print -quit 2>/dev/null)
+    [ -z "$newer" ] || { warn "[$ver-$fx] not reusing $dir: $newer is newer than its run"; return 1; }
+    newer=$(find "$dir" -path "$dir/Testing" -prune -o -type f \
+                 \( -perm -u+x -o -name CTestTestfile.cmake -o -name CMakeCache.txt \) \
+                 -newer "$junit" -print -quit)
+    [ -z "$newer" ] || { warn "[$ver-$fx] not reusing $dir: $newer is newer than its run"; return 1; }
+    # Every registered test ran.
+    names=$(ctest --test-dir "$dir" -N 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' | sort)
+    ran=$(sed -n 's/.*<testcase name="\([^"]*\)".*/\1/p' "$junit" | sort -u)
+    [ -n "$names" ] && [ "$names" = "$ran" ] ||
+        { warn "[$ver-$fx] not reusing $dir: its last run was not of every registered test"; return 1; }
+    echo "$dir"
+}
+
+# junit_to_log JUNIT: ctest's console result lines from a JUnit report, for
+# the same parser ("Test #0: NAME ...   Passed", "***Failed", "***Skipped").
+junit_to_log() {
+    sed -n 's/.*<testcase name="\([^"]*\)".* status="\([a-z]*\)".*/\1 \2/p' "$1" |
+        while read -r name st; do
+            case $st in
+            run) echo "0/0 Test  #0: $name ....   Passed" ;;
+            notrun) echo "0/0 Test  #0: $name ....***Skipped" ;;
+            *) echo "0/0 Test  #0: $name ....***Failed ($st)" ;;
+            esac
+        done
+}
+
+# run_cell VER FIXTURE PREFIX SHIMDIR MAJOR: configure, build, verify and
+# test one cell (or verify and take make test's run of it: MATRIX_REUSE);
+# records one result line per mode. Sets CELL_DIR to the cell's build dir.
 run_cell() {
-    local ver=$1 fx=$2 prefix=$3 shimdir=$4
+    local ver=$1 fx=$2 prefix=$3 shimdir=$4 major=$5
     local bdir=$OUT/$ver-$fx cell=$ver-$fx want provider=OFF wrapper="" t
-    local args=() f m bad=0
+    local args=() f m bad=0 from="" note=""
     [ "$fx" = provider ] && provider=ON
     if [ -n "$prefix" ]; then
         want=$prefix/lib
@@ -132,6 +217,15 @@ run_cell() {
         [ -x "$wrapper" ] || wrapper=""
     fi
 
+    if from=$(reusable "$ver" "$fx" "$prefix" "$shimdir" "$major"); then
+        bdir=$from
+        note="ran in make test (${from#"$ROOT"/})"
+        say "[$cell] taking the complete run of $bdir (MATRIX_REUSE=1)"
+        printf '%s\t%s\n' "$cell" "${from#"$ROOT"/}" >>"$REUSED"
+    fi
+    CELL_DIR=$bdir
+
+    if [ -z "$from" ]; then
     say "[$cell] configure and build ($bdir)"
     t=$(date +%s)
     if ! cmake -S "$CTESTS" -B "$bdir" "${args[@]}" \
@@ -149,6 +243,7 @@ run_cell() {
         return
     fi
     say "[$cell] built in $(elapsed "$t")"
+    fi
 
     # Every program of the suite, as the loader resolves it for each mode.
     # (Loadable modules, e.g. the dynamic ENGINE, which needs only libcrypto,
@@ -174,10 +269,16 @@ run_cell() {
         return
     fi
 
-    # test name -> mode, from the labels (first of MODES a test carries).
-    local map=$bdir/matrix-modes.txt
-    : >"$map"
-    for m in $MODES; do
+    # test name -> mode: the fd-only variants by name (they also carry the
+    # labels preload, linked, diff), then the first label mode a test
+    # carries, else other; the first line for a name counts. The map is kept
+    # in the logs (a reused build dir is not the matrix's to write in).
+    local map=$LOGS/$cell.modes.txt
+    ctest --test-dir "$bdir" -N 2>/dev/null |
+        sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' |
+        sed -n -e 's/^\(.*\.fdadapter\.\(preload\|linked\)\)$/\1 fd:\2/p' \
+               -e 's/^\(.*\.fddiff\)$/\1 fd:diff/p' >"$map"
+    for m in $LABEL_MODES; do
         ctest --test-dir "$bdir" -N -L "^$m\$" 2>/dev/null |
             sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p' |
             while IFS= read -r f; do printf '%s %s\n' "$f" "$m"; done >>"$map"
@@ -185,19 +286,23 @@ run_cell() {
     ctest --test-dir "$bdir" -N 2>/dev/null |
         sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1 other/p' >>"$map"
 
-    say "[$cell] ctest -j$JOBS ($(ctest --test-dir "$bdir" -N | sed -n 's/^Total Tests: //p') tests)"
+    if [ -n "$from" ]; then
+        junit_to_log "$from/ctest-junit.xml" >"$LOGS/$cell.ctest.log"
+    else
+    say "[$cell] ctest -j$CTEST_JOBS ($(ctest --test-dir "$bdir" -N | sed -n 's/^Total Tests: //p') tests)"
     t=$(date +%s)
     # The long randomized, stress and lifecycle runs go at full size in make
-    # test (system OpenSSL); here every version gets a shorter run of each,
-    # which keeps a cold CI run (OpenSSL builds included) well under 30 min.
+    # test; here a cell gets a shorter run of each, which keeps a cold CI run
+    # (OpenSSL builds included) well under 30 min.
     FUZZ_OPS=${MATRIX_FUZZ_OPS:-25000} STRESS_SSLS=${MATRIX_STRESS_SSLS:-2500} \
         LIFECYCLES=${MATRIX_LIFECYCLES:-25000} \
-        ctest --test-dir "$bdir" -j"$JOBS" --output-on-failure >"$LOGS/$cell.ctest.log" 2>&1
+        ctest --test-dir "$bdir" -j"$CTEST_JOBS" --output-on-failure >"$LOGS/$cell.ctest.log" 2>&1
     say "[$cell] tests ran in $(elapsed "$t")"
+    fi
 
     # Result lines: "  3/76 Test #12: name .......   Passed    0.21 sec",
     # "***Failed", "***Timeout", "***Exception: SegFault", "***Skipped", "Not Run".
-    awk -v ver="$ver" -v fx="$fx" -v modes="$MODES other" '
+    awk -v ver="$ver" -v fx="$fx" -v modes="$MODES other" -v cellnote="$note" '
         FNR == NR {                 # the name -> mode map
             if (!($1 in mode)) mode[$1] = $2
             next
@@ -223,8 +328,10 @@ run_cell() {
                 m = ms[i]
                 if (m == "other" && cnt[m, "pass"] + cnt[m, "fail"] + cnt[m, "skip"] == 0)
                     continue
+                note = substr(bad[m], 2)
+                if (cellnote != "") note = cellnote (note == "" ? "" : "; " note)
                 printf "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", ver, fx, m,
-                       cnt[m, "pass"], cnt[m, "fail"], cnt[m, "skip"], substr(bad[m], 2)
+                       cnt[m, "pass"], cnt[m, "fail"], cnt[m, "skip"], note
             }
         }' "$map" "$LOGS/$cell.ctest.log" >>"$RESULTS"
 
@@ -238,9 +345,14 @@ run_cell() {
     fi
 }
 
-# The simulated-accelerator fixtures an OpenSSL major has: 4.0 removed the
-# ENGINE API, so the provider is its only one.
-fixtures_for() { if [ "$1" -lt 4 ]; then echo "engine provider"; else echo provider; fi; }
+# The simulated-accelerator fixtures an OpenSSL major has: 1.1.1 has no
+# providers, 4.0 removed the ENGINE API.
+fixtures_for() {
+    if [ "$1" -lt 3 ]; then echo engine
+    elif [ "$1" -lt 4 ]; then echo "engine provider"
+    else echo provider
+    fi
+}
 
 declare -A CROSS_PROG CROSS_SHIM CROSS_MAJOR
 for ver in "$@"; do
@@ -249,6 +361,7 @@ for ver in "$@"; do
     prefix="" major=""
     # Until the headers say otherwise (a failed build never gets that far).
     case "$ver" in
+    1.*) fixtures=$(fixtures_for 1) ;;
     [4-9].*) fixtures=$(fixtures_for 4) ;;
     *) fixtures=$(fixtures_for 3) ;;
     esac
@@ -303,9 +416,11 @@ for ver in "$@"; do
         continue
     fi
     for fx in $fixtures; do
-        run_cell "$ver" "$fx" "$prefix" "$shimdir"
-        if [ -z "${CROSS_PROG[$ver]:-}" ] && [ -x "$OUT/$ver-$fx/late_register" ]; then
-            CROSS_PROG[$ver]=$OUT/$ver-$fx
+        CELL_DIR=$OUT/$ver-$fx
+        run_cell "$ver" "$fx" "$prefix" "$shimdir" "$major"
+        if [ -z "${CROSS_PROG[$ver]:-}" ] && [ -x "$CELL_DIR/late_register" ] &&
+           [ -x "$CELL_DIR/api_returns" ] && [ -x "$CELL_DIR/handshake" ]; then
+            CROSS_PROG[$ver]=$CELL_DIR
         fi
     done
     CROSS_SHIM[$ver]=$shimdir/libsslasync.so
@@ -316,19 +431,25 @@ done
 # ------------------------------------------------------------ cross checks
 # cross SHIMVER PROGVER: SHIMVER's shim preloaded into PROGVER's programs.
 cross() {
-    local a=$1 b=$2 shim=${CROSS_SHIM[$1]} dir=${CROSS_PROG[$2]} out rc lines
+    local a=$1 b=$2 shim=${CROSS_SHIM[$1]} dir=${CROSS_PROG[$2]} out rc lines prog
     local log=$LOGS/cross-$1-in-$2.log
     if [ "${CROSS_MAJOR[$a]}" != "${CROSS_MAJOR[$b]}" ]; then
-        # api_returns passes natively and under the shim alike, so it shows
-        # that the inert shim forwards faithfully.
-        out=$(LD_PRELOAD=$shim "$dir/api_returns" 2>&1 >"$log")
+        # The program must see native OpenSSL (SSLASYNC_EXPECT=native: the
+        # API resolves to libssl, or to a shim that says it is inactive) and
+        # pass as it does natively: api_returns, which passes natively and
+        # under the shim alike, so it shows that the inert shim forwards
+        # faithfully; on 1.1.1, which has no callback API of its own,
+        # handshake (one of the tests that run natively there).
+        prog=api_returns
+        [ "${CROSS_MAJOR[$b]}" -lt 3 ] && prog=handshake
+        out=$(LD_PRELOAD=$shim SSLASYNC_EXPECT=native "$dir/$prog" 2>&1 >"$log")
         rc=$?
         lines=$(grep -c . <<<"$out")
         if [ $rc -eq 0 ] && [ "$lines" -eq 1 ] && grep -q '^sslasync: inactive' <<<"$out"; then
-            record "$a" "in-$b" cross 1 0 0 "inert: major ${CROSS_MAJOR[$a]} in a ${CROSS_MAJOR[$b]} process"
+            record "$a" "in-$b" cross 1 0 0 "inert: major ${CROSS_MAJOR[$a]} in a ${CROSS_MAJOR[$b]} process ($prog)"
             return
         fi
-        warn "cross: $a shim in a $b program: want exit 0 and one 'sslasync: inactive' line, got exit $rc:"
+        warn "cross: $a shim in a $b program ($prog): want exit 0 and one 'sslasync: inactive' line, got exit $rc:"
     else
         # late_register asserts the shim's behaviour (native's differs).
         out=$(LD_PRELOAD=$shim SSLASYNC_EXPECT=shim "$dir/late_register" 2>&1 >"$log")
@@ -366,7 +487,7 @@ write_matrix_md() {
              "$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$ROOT/Cargo.toml")" \
              "(commit $commit$dirty), $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), $(uname -m)."
         echo "Each cell runs the whole C suite (\`c-tests/\`) built against that OpenSSL,"
-        echo "with the simulated accelerator as an ENGINE (3.x) or a provider."
+        echo "with the simulated accelerator as an ENGINE (1.1.1, 3.x) or a provider (3.x, 4.x)."
         echo
         echo "## OpenSSL versions tested"
         echo
@@ -374,17 +495,21 @@ write_matrix_md() {
         echo "|---|---|---|"
         awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, ($2 == "" ? "?" : $2), $3 }' "$VERSIONS"
         echo
-        awk -F'\t' -v modes="$MODES" '
-            BEGIN { n = split(modes, ms, " ") }
+        awk -F'\t' -v cols="native preload linked diff static other" '
+            BEGIN { n = split(cols, ms, " ") }
+            FILENAME == ARGV[1] { reused[$1] = $2; next }   # reused.tsv: VER-FIXTURE dir
             {
                 p = $4; f = $5 + $6
                 if (p + f == 0) f = 1
                 P += p; F += f
                 if ($3 == "cross") { cross[++nc] = $0; next }
-                key = $1 " | " $2
+                st = style($3); col = $3; sub(/^fd:/, "", col)
+                key = $1 " | " $2 (($1 "-" $2) in reused ? " \\*" : "") " | " st
                 if (!(key in seen)) { seen[key] = 1; rows[++nr] = key }
-                cp[key, $3] += p; cf[key, $3] += f; has[key, $3] = 1
-                if ($3 != "" && index(" " modes " ", " " $3 " ") == 0) extra[$3] = 1
+                cp[key, col] += p; cf[key, col] += f; has[key, col] = 1
+                if (index(" " cols " ", " " col " ") == 0 && !(col in extra)) {
+                    extra[col] = 1; ms[++n] = col
+                }
                 detail[++nd] = $0
             }
             function cell(k, m) {
@@ -392,22 +517,39 @@ write_matrix_md() {
                 return cf[k, m] ? sprintf("**%d/%d failed**", cf[k, m], cp[k, m] + cf[k, m]) \
                                 : sprintf("%d passed", cp[k, m])
             }
+            function style(m) { return m ~ /^fd:/ ? "fd-only" : "own" }
             END {
-                for (e in extra) { ms[++n] = e }
-                print "## Results: OpenSSL version x fixture x mode"
+                print "## Results: OpenSSL version x fixture x accelerator style x mode"
                 print ""
-                printf "| OpenSSL | fixture |"; for (i = 1; i <= n; i++) printf " %s |", ms[i]; print ""
-                printf "|---|---|"; for (i = 1; i <= n; i++) printf "---|"; print ""
+                printf "| OpenSSL | fixture | style |"; for (i = 1; i <= n; i++) printf " %s |", ms[i]; print ""
+                printf "|---|---|---|"; for (i = 1; i <= n; i++) printf "---|"; print ""
                 for (r = 1; r <= nr; r++) {
                     printf "| %s |", rows[r]
                     for (i = 1; i <= n; i++) printf " %s |", cell(rows[r], ms[i])
                     print ""
                 }
                 print ""
+                print "Accelerator styles: **own**: each test runs the simulated accelerator in"
+                print "the styles it picks itself (callback, inline, fd, EAGAIN; on 1.1.1, whose"
+                print "wait ctx has fds only, each of them signals an fd). **fd-only**: the"
+                print "callback-mode tests again with the accelerator as an fd-only engine"
+                print "(`TLSD_STYLE=fd`, `c-tests/adapter.cmake`): preload and linked with the"
+                print "shim'"'"'s fd adapter on (`SSLASYNC_FD_CALLBACKS=1`; always on for 1.1.1),"
+                print "every callback coming from the adapter; diff with the adapter off, the"
+                print "shim'"'"'s transcript identical to native'"'"'s."
+                print ""
                 print "Modes: native (plain libssl), preload (`LD_PRELOAD`), linked"
                 print "(`-lsslasync` ahead of `-lssl`), diff (native and preloaded transcripts"
                 print "identical), static (header and exported-symbol checks), other (tests"
                 print "without one of those labels, e.g. the pre-flight checks)."
+                if (length(reused)) {
+                    print ""
+                    print "\\* the cell is the complete run of `make test` (`target/ctest`) or"
+                    print "`make OPENSSL=VER test` (`target/openssl-VER/ctest`) earlier in the same"
+                    print "CI run, with the same shim, OpenSSL and fixture, taken instead of a second"
+                    print "run (`MATRIX_REUSE=1`): its long tests ran at full size, and on the system"
+                    print "OpenSSL it has the two-OpenSSL test."
+                }
                 if (nc) {
                     print ""
                     print "## Cross checks: one version'"'"'s shim preloaded into another'"'"'s programs"
@@ -423,20 +565,22 @@ write_matrix_md() {
                 print ""
                 print "## Every cell"
                 print ""
-                print "| OpenSSL | fixture | mode | passed | failed | skipped | notes |"
-                print "|---|---|---|---:|---:|---:|---|"
+                print "| OpenSSL | fixture | style | mode | passed | failed | skipped | notes |"
+                print "|---|---|---|---|---:|---:|---:|---|"
                 for (i = 1; i <= nd; i++) {
                     split(detail[i], c, "\t")
                     note = c[7]; gsub(/\|/, "\\|", note)
-                    printf "| %s | %s | %s | %d | %d | %d | %s |\n", c[1], c[2], c[3], c[4], c[5], c[6], note
+                    m = c[3]; sub(/^fd:/, "", m)
+                    printf "| %s | %s | %s | %s | %d | %d | %d | %s |\n", c[1], c[2], style(c[3]), m,
+                           c[4], c[5], c[6], note
                 }
                 print ""
                 printf "**MATRIX passed=%d failed=%d**\n", P, F
-            }' "$RESULTS"
+            }' "$REUSED" "$RESULTS"
     } >"$md"
 }
 write_matrix_md "$OUT/MATRIX.md"
-if [ "$*" = "system 3.5.5 4.0.3" ]; then
+if [ "$*" = "$ALL_VERSIONS" ]; then
     cp "$OUT/MATRIX.md" "$ROOT/MATRIX.md"
     say "wrote MATRIX.md"
 else
@@ -447,14 +591,14 @@ fi
 echo
 echo "MATRIX results (OpenSSL version x mode x fixture; logs in $LOGS)"
 awk -F'\t' '
-    BEGIN { printf "%-8s %-10s %-8s %7s %7s %8s  %s\n", "openssl", "fixture", "mode",
+    BEGIN { printf "%-8s %-10s %-10s %7s %7s %8s  %s\n", "openssl", "fixture", "mode",
                    "passed", "failed", "skipped", "notes" }
     {
         p = $4; f = $5; s = $6; note = $7
         if (p + f + s == 0) { f = 1; note = "no tests" (note == "" ? "" : ": " note) }
         f += s
         P += p; F += f
-        printf "%-8s %-10s %-8s %7d %7d %8d  %s\n", $1, $2, $3, p, f - s, s, note
+        printf "%-8s %-10s %-10s %7d %7d %8d  %s\n", $1, $2, $3, p, f - s, s, note
     }
     END {
         printf "time: '"$(elapsed "$t_all")"'\n"
