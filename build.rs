@@ -18,14 +18,20 @@ fn main() {
     let version =
         env::var("DEP_OPENSSL_VERSION_NUMBER").expect("openssl-sys did not report a version");
     let version = u64::from_str_radix(&version, 16).expect("hex OpenSSL version");
-    let node = match version >> 28 {
-        3 => "OPENSSL_3.0.0",
-        4 => "OPENSSL_4.0.0",
-        _ => panic!(
-            "sslasync needs OpenSSL 3.0 or later (found {version:#x}): older releases have no \
-             async callback in ASYNC_WAIT_CTX"
-        ),
+    // OpenSSL 1.1.1 has none of the five API functions: the shim provides
+    // them itself, under its own node (their callbacks come from wait fds).
+    let (node, major, api_node) = match version >> 28 {
+        1 if version >= 0x1010_1000 => ("OPENSSL_1_1_0", 1, OWN_NODE),
+        3 => ("OPENSSL_3.0.0", 3, "OPENSSL_3.0.0"),
+        4 => ("OPENSSL_4.0.0", 4, "OPENSSL_4.0.0"),
+        _ => panic!("sslasync supports OpenSSL 1.1.1 and 3.0 to 4.x (found {version:#x})"),
     };
+    println!("cargo:rustc-check-cfg=cfg(sslasync_ossl111)");
+    if major == 1 {
+        println!("cargo:rustc-cfg=sslasync_ossl111");
+    }
+    println!("cargo:rustc-env=SSLASYNC_OPENSSL_MAJOR={major}");
+    println!("cargo:rustc-env=SSLASYNC_API_NODE={api_node}");
     println!("cargo:rerun-if-env-changed=OPENSSL_DIR");
     println!("cargo:rerun-if-env-changed=OPENSSL_LIB_DIR");
     println!("cargo:rerun-if-changed=build.rs");
@@ -34,7 +40,7 @@ fn main() {
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let exports = read_exports(&root.join("src/exports.list"), node);
+    let exports = read_exports(&root.join("src/exports.list"), node, api_node);
     check_sources(&root.join("src"), &exports);
     write_exports(&out, &exports);
     bindings(&include, &out);
@@ -62,7 +68,7 @@ struct Export {
     node: &'static str,
 }
 
-fn read_exports(path: &Path, openssl_node: &'static str) -> Vec<Export> {
+fn read_exports(path: &Path, openssl_node: &'static str, api_node: &'static str) -> Vec<Export> {
     let text = fs::read_to_string(path).expect("src/exports.list");
     text.lines()
         .map(str::trim)
@@ -74,6 +80,7 @@ fn read_exports(path: &Path, openssl_node: &'static str) -> Vec<Export> {
             };
             let node = match kind {
                 "openssl" => openssl_node,
+                "api" => api_node,
                 "sslasync" => OWN_NODE,
                 _ => panic!("src/exports.list: unknown node `{kind}` for {name}"),
             };
@@ -170,16 +177,17 @@ fn bindings(include: &str, out: &Path) {
         )
         .clang_arg(format!("-I{include}"))
         .allowlist_function("ASYNC_WAIT_CTX_(get|set)_callback")
-        .allowlist_function("ASYNC_WAIT_CTX_get_status")
+        .allowlist_function("ASYNC_WAIT_CTX_(get|set)_status")
+        .allowlist_function("ASYNC_WAIT_CTX_get_all_fds|SSL_get_all_async_fds")
         .allowlist_function("ASYNC_WAIT_CTX_(new|free)")
         .allowlist_function("CRYPTO_(get|set)_ex_data|SSL_CTX_set_ex_data")
         .blocklist_type("CRYPTO_EX_DATA|crypto_ex_data_st")
         .allowlist_type("ASYNC_callback_fn")
-        .allowlist_var("ASYNC_STATUS_.*")
         .allowlist_var("ASYNC_(ERR|NO_JOBS|PAUSE|FINISH)")
         .allowlist_var("ERR_LIB_SSL")
-        .allowlist_var("ERR_R_(PASSED_NULL_PARAMETER|MALLOC_FAILURE|INTERNAL_ERROR)")
-        .allowlist_var("OPENSSL_VERSION_MAJOR")
+        .allowlist_var(
+            "ERR_R_(PASSED_NULL_PARAMETER|PASSED_INVALID_ARGUMENT|MALLOC_FAILURE|INTERNAL_ERROR)",
+        )
         .allowlist_var("SSL_MODE_ASYNC|SSL_CTRL_MODE")
         .blocklist_type("SSL|SSL_CTX|ssl_st|ssl_ctx_st")
         .opaque_type("async_wait_ctx_st")

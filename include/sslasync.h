@@ -23,7 +23,7 @@
 #include <openssl/async.h>
 
 /* The version of sslasync this header belongs to (sslasync_version()). */
-#define SSLASYNC_VERSION "0.2.0"
+#define SSLASYNC_VERSION "0.3.0"
 /* <openssl/ssl.h> declares these since OpenSSL 3.0; older headers lack them. */
 #if !defined(OPENSSL_VERSION_MAJOR) || OPENSSL_VERSION_MAJOR < 3
 typedef int (*SSL_async_callback_fn)(SSL *s, void *arg);
@@ -52,12 +52,23 @@ int SSL_set_async_callback(SSL *s, SSL_async_callback_fn callback);
 /* The argument passed to the SSL's callback; read when it fires. */
 int SSL_set_async_callback_arg(SSL *s, void *arg);
 /* The engine's status for the SSL's async job; 0 (status untouched) before
- * the SSL's first job. */
+ * the SSL's first job. ASYNC_STATUS_OK while the fd adapter watches the
+ * SSL's paused job. With OpenSSL 1.1.1 (which has none of these five) the
+ * library provides them all, under its own symbol version. */
 int SSL_get_async_status(SSL *s, int *status);
 #ifdef __cplusplus
 }
 #endif
 
+
+/**
+ * A CTX's fd-adapter choice: none (the process default), off, on.
+ */
+#define FD_DEFAULT 0
+
+#define FD_OFF 1
+
+#define FD_ON 2
 
 /**
  * Number of latency buckets: bucket `i` counts latencies below `2^i` microseconds
@@ -66,12 +77,24 @@ int SSL_get_async_status(SSL *s, int *status);
 #define SSLASYNC_LATENCY_BUCKETS 24
 
 /**
+ * The wait-ctx statuses (`ASYNC_STATUS_*`), the same in every OpenSSL that
+ * has them; 1.1.1 has none, and the shim keeps its own there.
+ */
+#define ASYNC_STATUS_UNSUPPORTED 0
+
+#define ASYNC_STATUS_ERR 1
+
+#define ASYNC_STATUS_OK 2
+
+#define ASYNC_STATUS_EAGAIN 3
+
+/**
  * The counters, as `sslasync_stats_get` copies them out.
  */
 typedef struct sslasync_stats {
   /**
    * Whether counting is on (`SSLASYNC_STATS=1` or `json`); when off, all
-   * else but `jobs_unverified` is 0.
+   * else but `jobs_unverified` and the `adapter_*` counters is 0.
    */
   uint64_t enabled;
   /**
@@ -114,11 +137,52 @@ typedef struct sslasync_stats {
    * not understand.
    */
   uint64_t jobs_unverified;
+  /**
+   * Pauses the fd adapter started watching (counted whether or not
+   * counting is on, like the three below).
+   */
+  uint64_t adapter_arms;
+  /**
+   * Callbacks the fd adapter delivered.
+   */
+  uint64_t adapter_deliveries;
+  /**
+   * Watched pauses that ended without a callback: the SSL was freed, its
+   * callback cleared, or a job start came first (the application resumed
+   * it itself). Once nothing is watched, arms = deliveries + drops.
+   */
+  uint64_t adapter_drops;
+  /**
+   * Pauses left to the application's wait fds because the adapter could
+   * not watch them (the poller thread could not start, an fd could not be
+   * duplicated or watched).
+   */
+  uint64_t adapter_unavailable;
 } sslasync_stats;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Turns the fd adapter on (1) or off (0) for every `SSL` created from `ctx`
+ * from now on (`SSL_new` copies it, as it copies the callback). Returns 1;
+ * 0 with an error queued for a NULL `ctx` or another value (and for 0 with
+ * OpenSSL 1.1.1, where the adapter is always on); 0 when the shim is inert.
+ */
+int sslasync_CTX_set_fd_callbacks(SSL_CTX *ctx, int on);
+
+/**
+ * Turns the fd adapter on (1) or off (0) for one `SSL`, from its next
+ * pause on. Returns as [`sslasync_CTX_set_fd_callbacks`].
+ */
+int sslasync_set_fd_callbacks(SSL *s, int on);
+
+/**
+ * 1 when the fd adapter serves `s`, else 0 (also for a NULL `s`, with an
+ * error queued, and when the shim is inert).
+ */
+int sslasync_get_fd_callbacks(const SSL *s);
 
 /**
  * Copies the counters into `out` (at most `size` bytes, so a caller built

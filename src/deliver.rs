@@ -12,6 +12,7 @@ use crate::log::debug;
 use crate::slots;
 use crate::stats;
 use crate::sync::current_thread;
+use crate::sync::Ordering;
 use crate::sys::SSL;
 
 /// The address the job-start hook compares wait-ctx callbacks with.
@@ -68,6 +69,39 @@ unsafe fn deliver(handle: *mut c_void, count: bool) -> c_int {
     let r = unsafe { user(target.ssl, target.arg) };
     drop(claim);
     r
+}
+
+/// Calls the user for the pause the fd adapter armed under job-start count
+/// `seq`; false when it may not (freed, cleared, or a job start of the SSL
+/// began since: the application resumed it itself).
+///
+/// # Safety
+/// `handle` and `seq` were recorded from a slot when the pause was armed.
+pub unsafe fn deliver_pause(handle: u64, seq: u64) -> bool {
+    let Some(slot) = slots::named(handle as usize as *mut c_void) else {
+        return false;
+    };
+    let Some((target, claim)) = slot.begin_delivery(handle, current_thread()) else {
+        return false;
+    };
+    // After the claim (and begin_delivery's fence): pairs with the job
+    // start's count, then its look at the claim.
+    if slot.pause_seq.load(Ordering::Acquire) != seq {
+        return false;
+    }
+    if stats::enabled() {
+        stats::callback_delivered(slot);
+    }
+    // SAFETY: as in `deliver`: a non-NULL SSL_async_callback_fn for this
+    // slot's SSL, called with its current arg under the claim, no lock held.
+    unsafe {
+        let user = std::mem::transmute::<usize, unsafe extern "C" fn(*mut SSL, *mut c_void) -> c_int>(
+            target.callback,
+        );
+        user(target.ssl, target.arg);
+    }
+    drop(claim);
+    true
 }
 
 /// A completion nobody may be told about.

@@ -20,7 +20,7 @@ use crate::internals;
 use crate::state;
 use crate::stats;
 use crate::sync::current_thread;
-use crate::sys::{ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
+use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
 use crate::SSL_async_callback_fn;
 
 /// What an entry point returns when it fails.
@@ -49,7 +49,7 @@ macro_rules! entry {
         fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;
         $(forward_when: $fast:expr;)?
         $(nonnull: $($nn:ident),+;)?
-        |$real:ident| $body:block
+        |$real:ident $(: $provided:tt)?| $body:block
     ) => {
         const _: () = assert!(
             crate::exports::listed(stringify!($name)),
@@ -76,14 +76,16 @@ macro_rules! entry {
                     Err(_) => c"sslasync",
                 };
                 crate::init();
-                let Some($real) = crate::real::$name() else {
-                    Error::Internal.raise(NAME);
-                    return <$ret as Failure>::FAILURE;
-                };
-                if !crate::active() {
+                let found = crate::real::$name();
+                if !crate::active() || (found.is_none() && !entry!(@provided $($provided)?)) {
+                    let Some(real) = found else {
+                        Error::Internal.raise(NAME);
+                        return <$ret as Failure>::FAILURE;
+                    };
                     // SAFETY: as on the fast path.
-                    return unsafe { $real($($arg),*) };
+                    return unsafe { real($($arg),*) };
                 }
+                entry!(@bind $real, found, NAME, $ret $(, $provided)?);
                 $($(
                     if $nn.is_null() {
                         Error::NullParameter.raise(NAME);
@@ -109,6 +111,19 @@ macro_rules! entry {
     };
     (@fast) => { false };
     (@fast $fast:expr) => { $fast };
+    // `|real: Option|`: the shim provides the function where OpenSSL has
+    // none (1.1.1), so the body gets the real one as an Option.
+    (@provided) => { false };
+    (@provided Option) => { true };
+    (@bind $real:ident, $found:ident, $name:ident, $ret:ty) => {
+        let Some($real) = $found else {
+            Error::Internal.raise($name);
+            return <$ret as Failure>::FAILURE;
+        };
+    };
+    (@bind $real:ident, $found:ident, $name:ident, $ret:ty, Option) => {
+        let $real = $found;
+    };
 }
 
 fn callback_word(cb: SSL_async_callback_fn) -> usize {
@@ -119,9 +134,9 @@ entry! {
     /// Sets the callback every `SSL` created from `ctx` from now on starts with.
     fn SSL_CTX_set_async_callback(ctx: *mut SSL_CTX, callback: SSL_async_callback_fn) -> c_int;
     nonnull: ctx;
-    |real| {
+    |real: Option| {
         // SAFETY: ctx is a non-NULL SSL_CTX from the caller.
-        let r = unsafe { real(ctx, callback) };
+        let r = real.map_or(1, |real| unsafe { real(ctx, callback) });
         stats::api_used();
         if r == 1 {
             if callback.is_some() {
@@ -140,9 +155,9 @@ entry! {
     /// Sets the argument every `SSL` created from `ctx` from now on starts with.
     fn SSL_CTX_set_async_callback_arg(ctx: *mut SSL_CTX, arg: *mut c_void) -> c_int;
     nonnull: ctx;
-    |real| {
+    |real: Option| {
         // SAFETY: ctx is a non-NULL SSL_CTX from the caller.
-        let r = unsafe { real(ctx, arg) };
+        let r = real.map_or(1, |real| unsafe { real(ctx, arg) });
         stats::api_used();
         if r == 1 {
             let cs = state::ctx_state(ctx, true).ok_or(Error::OutOfMemory)?;
@@ -158,9 +173,9 @@ entry! {
     /// returns once no callback of `s` is running on another thread.
     fn SSL_set_async_callback(s: *mut SSL, callback: SSL_async_callback_fn) -> c_int;
     nonnull: s;
-    |real| {
+    |real: Option| {
         // SAFETY: s is a non-NULL SSL from the caller.
-        let r = unsafe { real(s, callback) };
+        let r = real.map_or(1, |real| unsafe { real(s, callback) });
         stats::api_used();
         if r == 1 {
             let cb = callback_word(callback);
@@ -172,7 +187,7 @@ entry! {
                     }
                 }
                 None if cb != 0 => {
-                    state::attach_slot(s, cb, ptr::null_mut()).ok_or(Error::OutOfMemory)?;
+                    state::attach_slot(s, cb, ptr::null_mut(), None).ok_or(Error::OutOfMemory)?;
                     internals::invalidate_slotless_marks();
                 }
                 None => {}
@@ -186,15 +201,15 @@ entry! {
     /// Sets the argument passed to the SSL's callback; read when it fires.
     fn SSL_set_async_callback_arg(s: *mut SSL, arg: *mut c_void) -> c_int;
     nonnull: s;
-    |real| {
+    |real: Option| {
         // SAFETY: s is a non-NULL SSL from the caller.
-        let r = unsafe { real(s, arg) };
+        let r = real.map_or(1, |real| unsafe { real(s, arg) });
         stats::api_used();
         if r == 1 {
             match state::ssl_slot(s) {
                 Some(slot) => slot.arg.store(arg, Ordering::Release),
                 None if !arg.is_null() => {
-                    state::attach_slot(s, 0, arg).ok_or(Error::OutOfMemory)?;
+                    state::attach_slot(s, 0, arg, None).ok_or(Error::OutOfMemory)?;
                     internals::invalidate_slotless_marks();
                 }
                 None => {}
@@ -211,9 +226,20 @@ entry! {
     fn SSL_get_async_status(s: *mut SSL, status: *mut c_int) -> c_int;
     forward_when: !s.is_null() && !status.is_null();
     nonnull: s, status;
-    |real| {
-        // SAFETY: both pointers are non-NULL and from the caller.
-        Ok(unsafe { real(s, status) })
+    |real: Option| {
+        if let Some(real) = real {
+            // SAFETY: both pointers are non-NULL and from the caller.
+            return Ok(unsafe { real(s, status) });
+        }
+        // OpenSSL 1.1.1: no status in the wait ctx; the adapter's report.
+        if !state::has_wait_ctx(s) {
+            return Ok(0);
+        }
+        let reported = state::ssl_slot(s).is_some_and(|slot| slot.reported.load(Ordering::Acquire) != 0);
+        let v = if reported { sys::ASYNC_STATUS_OK } else { sys::ASYNC_STATUS_UNSUPPORTED };
+        // SAFETY: status is a non-NULL int pointer from the caller.
+        unsafe { *status = v };
+        Ok(1)
     }
 }
 

@@ -10,6 +10,8 @@ use crate::sys;
 pub enum Error {
     /// A required pointer argument was NULL.
     NullParameter,
+    /// An argument outside the values the function accepts.
+    InvalidArgument,
     /// The per-object state could not be allocated.
     OutOfMemory,
     /// The real OpenSSL function is missing or the shim failed internally.
@@ -20,6 +22,7 @@ impl Error {
     fn reason(self) -> libc::c_int {
         match self {
             Error::NullParameter => sys::ERR_R_PASSED_NULL_PARAMETER,
+            Error::InvalidArgument => sys::ERR_R_PASSED_INVALID_ARGUMENT,
             Error::OutOfMemory => sys::ERR_R_MALLOC_FAILURE,
             Error::Internal => sys::ERR_R_INTERNAL_ERROR,
         }
@@ -27,6 +30,7 @@ impl Error {
 
     /// Pushes this error, attributed to `func`, onto the calling thread's
     /// OpenSSL error queue (what `ERR_raise(ERR_LIB_SSL, reason)` expands to).
+    #[cfg(not(sslasync_ossl111))]
     pub fn raise(self, func: &CStr) {
         // SAFETY: the three calls are the documented expansion of ERR_raise;
         // the file and function strings are NUL-terminated and 'static or
@@ -36,5 +40,14 @@ impl Error {
             sys::ERR_set_debug(c"sslasync".as_ptr(), 0, func.as_ptr());
             sys::ERR_set_error(sys::ERR_LIB_SSL, self.reason(), std::ptr::null());
         }
+    }
+
+    /// Pushes this error onto the calling thread's OpenSSL 1.1.1 error
+    /// queue (`SSLerr`); 1.1.1 records function codes, not names, so the
+    /// entry carries function code 0 and "sslasync" as its file.
+    #[cfg(sslasync_ossl111)]
+    pub fn raise(self, _func: &CStr) {
+        // SAFETY: ERR_put_error copies nothing but the 'static file pointer.
+        unsafe { sys::ERR_put_error(sys::ERR_LIB_SSL, 0, self.reason(), c"sslasync".as_ptr(), 0) };
     }
 }

@@ -6,13 +6,16 @@
 //! registrations and calls through NULL after a clear. Before every job the
 //! hook instead makes the SSL's wait ctx carry exactly what the SSL's state
 //! asks for: the shim's trampoline when a callback is set, nothing otherwise
-//! (so engines fall back to wait fds).
+//! (so engines fall back to wait fds). For SSLs the fd adapter serves it
+//! also ends the previous pause's watch before the job and arms the new
+//! pause after it.
 
 use std::ptr;
 use std::sync::atomic::Ordering;
 
 use libc::{c_int, c_void};
 
+use crate::adapter;
 use crate::deliver::{trampoline, trampoline_address};
 use crate::gate;
 use crate::internals;
@@ -21,6 +24,7 @@ use crate::slots::{self, Slot};
 use crate::state;
 use crate::stats;
 use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL};
+use crate::waitctx;
 
 /// The real `ASYNC_start_job`'s type.
 pub type StartJob = unsafe extern "C" fn(
@@ -59,37 +63,76 @@ pub unsafe fn start_job(
     let ssl = unsafe { internals::job_ssl(job, func, args, size) };
     // A panic in the shim's own code degrades to starting the job untouched:
     // the real call below must happen exactly once whatever happened here.
-    let slot = match ssl {
+    let wired = match ssl {
         Some(ssl) if !wctx.is_null() => {
             std::panic::catch_unwind(|| wire(ssl, wctx)).unwrap_or(None)
         }
         _ => None,
     };
-    if !stats::enabled() || wctx.is_null() {
+    let adapted = wired.map(|(s, _)| s).filter(|s| {
+        s.fd_on.load(Ordering::Relaxed) != 0 || s.reported.load(Ordering::Relaxed) != 0
+    });
+    let calls_before = adapted.and_then(|s| {
+        // SAFETY: wctx is this SSL's live wait ctx.
+        std::panic::catch_unwind(|| unsafe { adapter::job_starting(s, wctx) }).ok()?;
+        Some(s.engine_calls.load(Ordering::Acquire))
+    });
+    if !stats::enabled() && adapted.is_none() {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(job, wctx, ret, func, args, size) };
     }
-    let _ = std::panic::catch_unwind(|| stats::job_starting(slot));
+    let in_force = wired.filter(|&(_, on)| on).map(|(s, _)| s);
+    if stats::enabled() {
+        let _ = std::panic::catch_unwind(|| stats::job_starting(in_force));
+    }
     // SAFETY: forwarding the caller's arguments unchanged.
     let r = unsafe { real(job, wctx, ret, func, args, size) };
-    // SAFETY: wctx is the SSL's wait ctx, alive across the call.
-    let status = unsafe { sys::ASYNC_WAIT_CTX_get_status(wctx) };
-    let _ = std::panic::catch_unwind(|| stats::job_returned(r, status));
+    if let (Some(s), Some(calls), sys::ASYNC_PAUSE) = (adapted, calls_before, r) {
+        // SAFETY: wctx is this SSL's live wait ctx, and the SSL's job paused.
+        let _ = std::panic::catch_unwind(|| unsafe { adapter::paused(s, wctx, calls) });
+    }
+    if stats::enabled() && !wctx.is_null() {
+        // SAFETY: wctx is the SSL's wait ctx, alive across the call.
+        let status = unsafe { status_of(wctx, adapted) };
+        let _ = std::panic::catch_unwind(|| stats::job_returned(r, status));
+    }
     r
 }
 
-/// Puts `slot`'s trampoline on `wctx`, or takes any callback off it.
+/// The status the application reads for `wctx`'s SSL: the wait ctx's, or
+/// on 1.1.1 (whose wait ctx has none) the adapter's report.
+///
+/// # Safety
+/// `wctx` is a live wait ctx.
+pub unsafe fn status_of(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) -> c_int {
+    if waitctx::HAS_CALLBACK {
+        // SAFETY: caller.
+        unsafe { waitctx::status(wctx) }
+    } else if slot.is_some_and(|s| s.reported.load(Ordering::Acquire) != 0) {
+        sys::ASYNC_STATUS_OK
+    } else {
+        sys::ASYNC_STATUS_UNSUPPORTED
+    }
+}
+
+/// Puts `slot`'s trampoline on `wctx` (the adapter's when the adapter
+/// serves the SSL), or takes any callback off it.
 fn set_wait_callback(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) {
-    let (cb, arg): (sys::ASYNC_callback_fn, *mut c_void) = match slot {
+    let (cb, arg): (waitctx::Callback, *mut c_void) = match slot {
         Some(s) => {
             s.wired.store(wctx.cast(), Ordering::Relaxed);
-            (Some(trampoline), s.handle())
+            let t = if s.fd_on.load(Ordering::Relaxed) != 0 {
+                adapter::trampoline_fd
+            } else {
+                trampoline
+            };
+            (Some(t), s.handle())
         }
         None => (None, ptr::null_mut()),
     };
     // SAFETY: wctx is a live wait ctx: the one libssl passes to
     // ASYNC_start_job, or the one recorded while its SSL is alive.
-    unsafe { sys::ASYNC_WAIT_CTX_set_callback(wctx, cb, arg) };
+    unsafe { waitctx::set_callback(wctx, cb, arg) };
 }
 
 /// Called when the user clears `slot`'s callback: the wait ctx carrying its
@@ -101,44 +144,59 @@ pub fn unwire(slot: &Slot) {
         set_wait_callback(w.cast(), None);
         debug!("callback cleared: wait ctx back to fd notification");
     }
+    adapter::forget(slot);
+}
+
+/// Called when the adapter is switched for `slot`'s SSL: a wait ctx already
+/// carrying a trampoline gets the matching one (the plain one lets job
+/// starts take the fast path, which would skip the adapter).
+pub fn rewire(slot: &Slot) {
+    let w = slot.wired.load(Ordering::Relaxed);
+    if !w.is_null() && slot.callback.load(Ordering::Acquire) != 0 {
+        set_wait_callback(w.cast(), Some(slot));
+    }
 }
 
 /// Makes `wctx` (the wait ctx of `ssl`'s job, about to start or resume)
 /// carry the shim's trampoline iff `ssl` currently has a callback.
-/// Returns the SSL's slot when its trampoline is on the wait ctx.
-fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<&'static Slot> {
-    let mut cur: sys::ASYNC_callback_fn = None;
-    let mut cur_arg: *mut c_void = ptr::null_mut();
-    // SAFETY: wctx is live; get_callback only writes the two out-params.
-    let has = unsafe { sys::ASYNC_WAIT_CTX_get_callback(wctx, &mut cur, &mut cur_arg) } == 1;
-    if has && cur.map(|f| f as usize) == Some(trampoline_address()) {
-        // Already ours (clearing takes it off at once, see `unwire`); the
-        // SSL is alive during its own job start, so its slot is current.
-        return slots::named(cur_arg);
+/// Returns the SSL's slot, if it has one, and whether its callback is in
+/// force for this job.
+fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<(&'static Slot, bool)> {
+    // SAFETY: wctx is live.
+    let cur = unsafe { waitctx::callback(wctx) };
+    if let Some((cb, arg)) = cur {
+        if cb == trampoline_address() || cb == adapter::trampoline_address() {
+            // Already ours (clearing takes it off at once, see `unwire`); the
+            // SSL is alive during its own job start, so its slot is current.
+            return slots::named(arg).map(|s| (s, true));
+        }
     }
+    let has = cur.is_some();
     let Some(slot) = state::ssl_slot(ssl) else {
-        if !has {
+        if !has && waitctx::HAS_CALLBACK {
             let mark = internals::slotless_mark() as *mut c_void;
             // SAFETY: wctx is live; a NULL callback keeps engines on wait
             // fds, and the mark lets the next job start skip this lookup.
-            unsafe { sys::ASYNC_WAIT_CTX_set_callback(wctx, None, mark) };
+            unsafe { waitctx::set_callback(wctx, None, mark) };
         }
         return None;
     };
     if slot.callback.load(Ordering::Acquire) != 0 {
-        set_wait_callback(wctx, Some(slot));
-        if !has {
-            // Native OpenSSL would not have wired this callback: set after
-            // the first job, or set again after a clear.
-            stats::late_registration();
-            debug!("callback wired after the first job");
+        if waitctx::HAS_CALLBACK {
+            set_wait_callback(wctx, Some(slot));
+            if !has {
+                // Native OpenSSL would not have wired this callback: set after
+                // the first job, or set again after a clear.
+                stats::late_registration();
+                debug!("callback wired after the first job");
+            }
         }
-        Some(slot)
+        Some((slot, true))
     } else {
         if has {
             // libssl's own trampoline, pointing at a callback now cleared.
             set_wait_callback(wctx, None);
         }
-        None
+        Some((slot, false))
     }
 }

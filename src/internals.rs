@@ -199,6 +199,7 @@ static WCTX_ARG: AtomicUsize = AtomicUsize::new(0);
 /// pairs through the API and looking for them among the words every
 /// OpenSSL 3.0 to 4.0 wait ctx has (fds, numadd, numdel, callback,
 /// callback_arg, then status). Anything unexpected leaves them unknown.
+#[cfg(not(sslasync_ossl111))]
 pub fn probe_wait_ctx_layout() {
     unsafe extern "C" fn s1(_: *mut c_void) -> c_int {
         1

@@ -23,6 +23,14 @@ pub const NODE: &CStr =
         Err(_) => panic!("SSLASYNC_OPENSSL_NODE"),
     };
 
+/// The node of the five API functions: [`NODE`] where OpenSSL has them, the
+/// shim's own on 1.1.1 (which has none; the shim provides them).
+pub const API_NODE: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("SSLASYNC_API_NODE"), "\0").as_bytes()) {
+        Ok(node) => node,
+        Err(_) => panic!("SSLASYNC_API_NODE"),
+    };
+
 macro_rules! real_fns {
     ($($name:ident: fn($($arg:ty),*) -> $ret:ty;)*) => {
         /// Resolved addresses, 0 until [`resolve_all`] ran.
@@ -169,7 +177,11 @@ fn other_libssl(ours: usize) -> Option<String> {
 
 /// The OpenSSL major version the shim was compiled against.
 pub fn built_major() -> u64 {
-    sys::OPENSSL_VERSION_MAJOR as u64
+    const MAJOR: &str = env!("SSLASYNC_OPENSSL_MAJOR");
+    match MAJOR.as_bytes() {
+        [d] => (d - b'0') as u64,
+        _ => 0,
+    }
 }
 
 /// What the self-check found when it passed: libssl's code segment.
@@ -180,15 +192,15 @@ pub struct Verdict {
 /// Why the shim cannot act in this process, if it cannot.
 pub fn self_check() -> Result<Verdict, String> {
     let me = object_of(self_check as *const () as usize).map(|o| o.0);
-    for name in [
-        c"SSL_set_async_callback",
-        c"SSL_new",
-        c"SSL_dup",
-        c"ASYNC_start_job",
+    for (name, node) in [
+        (c"SSL_set_async_callback", API_NODE),
+        (c"SSL_new", NODE),
+        (c"SSL_dup", NODE),
+        (c"ASYNC_start_job", NODE),
     ] {
         // SAFETY: dlvsym with NUL-terminated strings is always safe to call.
         let first =
-            unsafe { libc::dlvsym(libc::RTLD_DEFAULT, name.as_ptr(), NODE.as_ptr()) } as usize;
+            unsafe { libc::dlvsym(libc::RTLD_DEFAULT, name.as_ptr(), node.as_ptr()) } as usize;
         let winner = object_of(first);
         if winner.as_ref().map(|o| o.0) != me {
             let who = winner.map_or("nothing".into(), |o| o.1.to_string_lossy().into_owned());
@@ -196,7 +208,7 @@ pub fn self_check() -> Result<Verdict, String> {
                 "not in front of libssl ({}@{} resolves to {who}); preload it or link \
                  -lsslasync before -lssl",
                 name.to_string_lossy(),
-                NODE.to_string_lossy()
+                node.to_string_lossy()
             ));
         }
     }
@@ -237,7 +249,9 @@ pub fn self_check() -> Result<Verdict, String> {
             built_major()
         ));
     }
-    if SSL_get_async_status().is_none() || SSL_set_async_callback().is_none() {
+    if cfg!(not(sslasync_ossl111))
+        && (SSL_get_async_status().is_none() || SSL_set_async_callback().is_none())
+    {
         return Err("this libssl has no async callback API".into());
     }
     let Some(libssl_code) = code_segment(ssl_new as usize) else {

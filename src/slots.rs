@@ -57,6 +57,18 @@ pub struct Slot {
     busy: AtomicUsize,
     /// Monotonic nanoseconds of the job start that may pause (stats only).
     pub started_ns: AtomicU64,
+    /// Whether the fd adapter serves this SSL (1) or not (0).
+    pub fd_on: AtomicUsize,
+    /// Counts the SSL's job starts: an armed pause remembers the value it
+    /// was armed under, and a later job start makes that arm stale.
+    pub pause_seq: AtomicU64,
+    /// The token of the fd watch armed for the SSL's current pause, 0 if none.
+    pub armed: AtomicU64,
+    /// Callbacks the engine itself made through the adapter's trampoline,
+    /// so the hook can tell whether a job's engine called back.
+    pub engine_calls: AtomicUsize,
+    /// 1 while the adapter reports `ASYNC_STATUS_OK` for the current pause.
+    pub reported: AtomicUsize,
 }
 
 /// What a delivery may call: read under a claim, valid while it is held.
@@ -90,7 +102,17 @@ impl Slot {
             wired: AtomicPtr::new(ptr::null_mut()),
             busy: AtomicUsize::new(0),
             started_ns: AtomicU64::new(0),
+            fd_on: AtomicUsize::new(0),
+            pause_seq: AtomicU64::new(0),
+            armed: AtomicU64::new(0),
+            engine_calls: AtomicUsize::new(0),
+            reported: AtomicUsize::new(0),
         }
+    }
+
+    /// The index part of the slot's handles.
+    pub fn slot_index(&self) -> u32 {
+        self.index()
     }
 
     fn index(&self) -> u32 {
@@ -103,8 +125,11 @@ impl Slot {
     }
 
     /// Gives the (unowned, quiescent) slot to a new SSL.
-    fn assign(&self, ssl: *mut SSL, callback: usize, arg: *mut c_void) {
+    fn assign(&self, ssl: *mut SSL, callback: usize, arg: *mut c_void, fd_on: bool) {
         self.ssl.store(ssl, Ordering::Release);
+        self.fd_on.store(fd_on as usize, Ordering::Relaxed);
+        self.armed.store(0, Ordering::Relaxed);
+        self.reported.store(0, Ordering::Relaxed);
         self.arg.store(arg, Ordering::Release);
         self.wired.store(ptr::null_mut(), Ordering::Release);
         self.started_ns.store(0, Ordering::Relaxed);
@@ -166,7 +191,7 @@ impl Slot {
     }
 
     /// Waits until no thread but `me` is delivering for this slot.
-    fn quiesce(&self, me: usize) {
+    pub fn quiesce(&self, me: usize) {
         // The change (handle or callback), then the look at the claim: pairs
         // with the fence in `begin_delivery`.
         fence(Ordering::SeqCst);
@@ -250,7 +275,12 @@ fn fresh_index(fl: &mut FreeList) -> Option<u32> {
 }
 
 /// Takes a free slot for `ssl`, with the given initial callback and arg.
-pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut c_void) -> Option<&'static Slot> {
+pub fn acquire(
+    ssl: *mut SSL,
+    callback: usize,
+    arg: *mut c_void,
+    fd_on: bool,
+) -> Option<&'static Slot> {
     let index = {
         let mut fl = FREE.lock();
         if fl.queue.len() > QUARANTINE {
@@ -260,7 +290,7 @@ pub fn acquire(ssl: *mut SSL, callback: usize, arg: *mut c_void) -> Option<&'sta
         }
     }?;
     let slot = slot_at(index as u64)?;
-    slot.assign(ssl, callback, arg);
+    slot.assign(ssl, callback, arg, fd_on);
     Some(slot)
 }
 
@@ -269,6 +299,11 @@ pub fn release(slot: &'static Slot, me: usize) {
     slot.retire(me);
     let index = slot.index();
     FREE.lock().queue.push_back(index);
+}
+
+/// The slot with this index (an fd watch's key), if it exists.
+pub fn at_index(index: u32) -> Option<&'static Slot> {
+    slot_at(index as u64)
 }
 
 /// The slot a handle names, whatever its generation (the trampoline's view;
@@ -326,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_handle_resolves_to_its_slot_until_release() {
-        let slot = acquire(fake_ssl(1), 0x1234, 0x55 as *mut c_void).expect("slot");
+        let slot = acquire(fake_ssl(1), 0x1234, 0x55 as *mut c_void, false).expect("slot");
         let h = slot.handle();
         let (t, claim) = slot.begin_delivery(h as u64, 1).expect("live handle");
         assert_eq!(
@@ -341,7 +376,7 @@ mod tests {
     #[test]
     fn no_handle_is_null_and_null_names_nothing_live() {
         let held: Vec<_> = (0..64)
-            .map(|i| acquire(fake_ssl(i + 1), 7, ptr::null_mut()).unwrap())
+            .map(|i| acquire(fake_ssl(i + 1), 7, ptr::null_mut(), false).unwrap())
             .collect();
         assert!(held.iter().all(|s| !s.handle().is_null()));
         assert_eq!(deliver(ptr::null_mut(), 1), None, "NULL must name no slot");
@@ -350,14 +385,14 @@ mod tests {
 
     #[test]
     fn released_slots_are_reused_in_fifo_order_after_a_quarantine() {
-        let first = acquire(fake_ssl(2), 1, ptr::null_mut()).unwrap();
+        let first = acquire(fake_ssl(2), 1, ptr::null_mut(), false).unwrap();
         let old = first.handle();
         release(first, 1);
         // The record stays out of use until QUARANTINE others were released
         // after it (other tests run in parallel and release too).
         let mut held = Vec::new();
         let again = loop {
-            let s = acquire(fake_ssl(3), 2, ptr::null_mut()).unwrap();
+            let s = acquire(fake_ssl(3), 2, ptr::null_mut(), false).unwrap();
             if std::ptr::eq(s, first) {
                 break s;
             }
@@ -399,7 +434,7 @@ mod tests {
 
     #[test]
     fn clearing_the_callback_stops_deliveries() {
-        let slot = acquire(fake_ssl(4), 9, ptr::null_mut()).unwrap();
+        let slot = acquire(fake_ssl(4), 9, ptr::null_mut(), false).unwrap();
         let h = slot.handle();
         slot.set_callback(0, 1);
         assert_eq!(deliver(h, 1), None);
@@ -408,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_thread_never_waits_for_its_own_delivery() {
-        let slot = acquire(fake_ssl(5), 9, ptr::null_mut()).unwrap();
+        let slot = acquire(fake_ssl(5), 9, ptr::null_mut(), false).unwrap();
         let h = slot.handle() as u64;
         let (_, claim) = slot.begin_delivery(h, 42).unwrap();
         // Inside the callback on the same thread: clear and free return.
@@ -423,7 +458,8 @@ mod tests {
             .map(|t| {
                 std::thread::spawn(move || {
                     for i in 1..2000 {
-                        let s = acquire(fake_ssl(t * 10_000 + i + 10), i, ptr::null_mut()).unwrap();
+                        let s = acquire(fake_ssl(t * 10_000 + i + 10), i, ptr::null_mut(), false)
+                            .unwrap();
                         assert_eq!(deliver(s.handle(), t + 1), Some(i));
                         release(s, t + 1);
                     }

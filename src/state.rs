@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 use libc::{c_int, c_long, c_void};
 
+use crate::adapter;
 use crate::gate;
 use crate::internals;
 use crate::log::debug;
@@ -21,12 +22,19 @@ use crate::slots::{self, Slot};
 use crate::sync::{current_thread, SpinLock};
 use crate::sys::{self, CRYPTO_EX_DATA, SSL, SSL_CTX};
 
-/// The callback and arg set on an `SSL_CTX`.
+/// The callback and arg set on an `SSL_CTX`, and its fd-adapter choice.
 #[derive(Default)]
 pub struct CtxState {
     pub callback: AtomicUsize,
     pub arg: AtomicPtr<c_void>,
+    /// [`FD_DEFAULT`], [`FD_OFF`] or [`FD_ON`].
+    pub fd_callbacks: AtomicUsize,
 }
+
+/// A CTX's fd-adapter choice: none (the process default), off, on.
+pub const FD_DEFAULT: usize = 0;
+pub const FD_OFF: usize = 1;
+pub const FD_ON: usize = 2;
 
 static CTX_INDEX: AtomicI32 = AtomicI32::new(-1);
 static SSL_INDEX: AtomicI32 = AtomicI32::new(-1);
@@ -137,7 +145,10 @@ unsafe extern "C" fn ssl_free(
         // pointers, and slots live for 'static.
         let slot = unsafe { &*ptr.cast::<Slot>() };
         // OpenSSL calls this; nothing may unwind into it.
-        let _ = std::panic::catch_unwind(|| slots::release(slot, current_thread()));
+        let _ = std::panic::catch_unwind(|| {
+            adapter::forget(slot);
+            slots::release(slot, current_thread());
+        });
         gate::hold(false);
     }
 }
@@ -206,14 +217,22 @@ pub fn ssl_slot(ssl: *mut SSL) -> Option<&'static Slot> {
     unsafe { p.as_ref() }
 }
 
-/// Gives `ssl` a slot holding `callback` and `arg`.
-pub fn attach_slot(ssl: *mut SSL, callback: usize, arg: *mut c_void) -> Option<&'static Slot> {
+/// Gives `ssl` a slot holding `callback` and `arg`, and the fd-adapter
+/// setting `fd_on` (the process default for an SSL whose CTX never chose:
+/// one that did gave the SSL a slot at `SSL_new`).
+pub fn attach_slot(
+    ssl: *mut SSL,
+    callback: usize,
+    arg: *mut c_void,
+    fd_on: Option<bool>,
+) -> Option<&'static Slot> {
     let idx = SSL_INDEX.load(Ordering::Relaxed);
     if idx < 0 {
         return None;
     }
     internals::ensure_job_layout(gate::hold);
-    let slot = slots::acquire(ssl, callback, arg)?;
+    let fd_on = fd_on.unwrap_or_else(adapter::default_on);
+    let slot = slots::acquire(ssl, callback, arg, fd_on)?;
     // SAFETY: ssl is live and owned by the calling thread, per OpenSSL's
     // threading rules for a single SSL object.
     if unsafe { sys::SSL_set_ex_data(ssl, idx, (slot as *const Slot).cast_mut().cast()) } != 1 {
@@ -224,15 +243,30 @@ pub fn attach_slot(ssl: *mut SSL, callback: usize, arg: *mut c_void) -> Option<&
     Some(slot)
 }
 
-/// Copies the CTX's callback and arg into a new SSL, as native `SSL_new`
-/// does (after ex_data construction, so it reflects the CTX right now).
+/// Whether `ssl` has a wait ctx yet (libssl creates it at the SSL's first
+/// async job): `SSL_get_all_async_fds` fails until then.
+pub fn has_wait_ctx(ssl: *mut SSL) -> bool {
+    let mut n: usize = 0;
+    // SAFETY: ssl is a live SSL; a NULL array asks only for the count.
+    unsafe { sys::SSL_get_all_async_fds(ssl, ptr::null_mut(), &mut n) == 1 }
+}
+
+/// Copies the CTX's callback, arg and fd-adapter choice into a new SSL, as
+/// native `SSL_new` copies the first two (after ex_data construction, so it
+/// reflects the CTX right now).
 pub fn inherit(ssl: *mut SSL, ctx: *mut SSL_CTX) {
     let Some(cs) = ctx_state(ctx, false) else {
         return;
     };
     let cb = cs.callback.load(Ordering::Acquire);
     let arg = cs.arg.load(Ordering::Acquire);
-    if (cb != 0 || !arg.is_null()) && attach_slot(ssl, cb, arg).is_none() {
+    let fd_on = match cs.fd_callbacks.load(Ordering::Acquire) {
+        FD_DEFAULT => None,
+        FD_OFF => Some(false),
+        _ => Some(true),
+    };
+    if (cb != 0 || !arg.is_null() || fd_on.is_some()) && attach_slot(ssl, cb, arg, fd_on).is_none()
+    {
         debug!("no slot for a new SSL: it keeps OpenSSL's own wiring");
     }
 }

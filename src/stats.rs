@@ -22,7 +22,7 @@ pub const SSLASYNC_LATENCY_BUCKETS: usize = 24;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct sslasync_stats {
     /// Whether counting is on (`SSLASYNC_STATS=1` or `json`); when off, all
-    /// else but `jobs_unverified` is 0.
+    /// else but `jobs_unverified` and the `adapter_*` counters is 0.
     pub enabled: u64,
     /// Completions handed to the application's callback.
     pub callbacks_delivered: u64,
@@ -46,6 +46,19 @@ pub struct sslasync_stats {
     /// whether or not counting is on; nonzero means a libssl the shim does
     /// not understand.
     pub jobs_unverified: u64,
+    /// Pauses the fd adapter started watching (counted whether or not
+    /// counting is on, like the three below).
+    pub adapter_arms: u64,
+    /// Callbacks the fd adapter delivered.
+    pub adapter_deliveries: u64,
+    /// Watched pauses that ended without a callback: the SSL was freed, its
+    /// callback cleared, or a job start came first (the application resumed
+    /// it itself). Once nothing is watched, arms = deliveries + drops.
+    pub adapter_drops: u64,
+    /// Pauses left to the application's wait fds because the adapter could
+    /// not watch them (the poller thread could not start, an fd could not be
+    /// duplicated or watched).
+    pub adapter_unavailable: u64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -66,6 +79,10 @@ struct Counters {
     err: AtomicU64,
     late: AtomicU64,
     latency: [AtomicU64; SSLASYNC_LATENCY_BUCKETS],
+    arms: AtomicU64,
+    adapter_delivered: AtomicU64,
+    adapter_dropped: AtomicU64,
+    unavailable: AtomicU64,
 }
 
 static C: Counters = Counters {
@@ -77,6 +94,10 @@ static C: Counters = Counters {
     err: AtomicU64::new(0),
     late: AtomicU64::new(0),
     latency: [const { AtomicU64::new(0) }; SSLASYNC_LATENCY_BUCKETS],
+    arms: AtomicU64::new(0),
+    adapter_delivered: AtomicU64::new(0),
+    adapter_dropped: AtomicU64::new(0),
+    unavailable: AtomicU64::new(0),
 };
 
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -134,6 +155,26 @@ pub fn callback_dropped() {
     }
 }
 
+/// The fd adapter armed a pause (always counted: it is off the fast path).
+pub fn adapter_armed() {
+    bump(&C.arms);
+}
+
+/// The fd adapter delivered a callback.
+pub fn adapter_delivered() {
+    bump(&C.adapter_delivered);
+}
+
+/// A watched pause ended without a callback.
+pub fn adapter_dropped() {
+    bump(&C.adapter_dropped);
+}
+
+/// A pause the fd adapter could not watch.
+pub fn adapter_unavailable() {
+    bump(&C.unavailable);
+}
+
 pub fn late_registration() {
     if enabled() {
         bump(&C.late);
@@ -174,15 +215,19 @@ pub fn job_returned(result: c_int, status: c_int) {
 
 /// A consistent-enough copy of the counters (each read is atomic).
 pub fn snapshot() -> sslasync_stats {
+    let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut s = sslasync_stats {
         enabled: enabled() as u64,
         jobs_unverified: crate::internals::unverified_jobs(),
+        adapter_arms: r(&C.arms),
+        adapter_deliveries: r(&C.adapter_delivered),
+        adapter_drops: r(&C.adapter_dropped),
+        adapter_unavailable: r(&C.unavailable),
         ..Default::default()
     };
     if s.enabled == 0 {
         return s;
     }
-    let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     s.callbacks_delivered = r(&C.delivered);
     s.callbacks_dropped = r(&C.dropped);
     s.pauses = r(&C.pauses);
@@ -257,7 +302,7 @@ fn text(s: &sslasync_stats, who: &str) -> String {
 
 /// The counters both reports print, in order: (text-report name, JSON key,
 /// value); the text names keep the report's historic spelling.
-fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 7] {
+fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 11] {
     [
         (
             "callbacks delivered",
@@ -273,6 +318,18 @@ fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 7] {
             "late_registrations",
             "late_registrations",
             s.late_registrations,
+        ),
+        ("adapter_arms", "adapter_arms", s.adapter_arms),
+        (
+            "adapter_deliveries",
+            "adapter_deliveries",
+            s.adapter_deliveries,
+        ),
+        ("adapter_drops", "adapter_drops", s.adapter_drops),
+        (
+            "adapter_unavailable",
+            "adapter_unavailable",
+            s.adapter_unavailable,
         ),
     ]
 }

@@ -1,0 +1,410 @@
+//! The fd adapter: callbacks from engines that only signal wait fds. When
+//! such a pause is armed, one poller thread watches the fds and calls back.
+//!
+//! A pause is armed when the SSL has a callback and the adapter on, its job
+//! paused without the engine calling back or setting a status, and its wait
+//! ctx holds fds. The shim watches its own duplicates of those fds (so the
+//! engine closing its fd, and the number being reused, cannot misfire), keyed
+//! by a token rather than the fd number; the first readable one ends the
+//! watch, and the user is called through the slot protocol, which also checks
+//! that no job start of the SSL has begun since the arm. A job start, a clear
+//! and `SSL_free` end a watch that has not fired.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+
+use libc::{c_int, c_void};
+
+use crate::deliver;
+use crate::log::{debug, notice};
+use crate::slots::{self, Slot};
+use crate::stats;
+use crate::sync::{current_thread, SpinLock};
+use crate::sys::{self, ASYNC_WAIT_CTX};
+use crate::waitctx;
+
+// ------------------------------------------------------------- the switch
+
+/// Whether SSLs of CTXs that never chose get the adapter.
+static DEFAULT_ON: AtomicBool = AtomicBool::new(cfg!(sslasync_ossl111));
+
+/// Whether the adapter can be turned off: on OpenSSL 1.1.1 it is the only
+/// source of callbacks, so it is always on.
+pub const SWITCHABLE: bool = cfg!(not(sslasync_ossl111));
+
+/// Reads `SSLASYNC_FD_CALLBACKS` (`1` on, `0` or unset off); anything else
+/// is said once on stderr and counts as `0`.
+pub fn init_from_env() {
+    let on = match std::env::var_os("SSLASYNC_FD_CALLBACKS") {
+        None => false,
+        Some(v) if v == "1" => true,
+        Some(v) if v == "0" => false,
+        Some(v) => {
+            notice!(
+                "SSLASYNC_FD_CALLBACKS={} is not 0 or 1: {}",
+                v.to_string_lossy(),
+                if SWITCHABLE {
+                    "the fd adapter stays off"
+                } else {
+                    "ignored (with OpenSSL 1.1.1 the fd adapter is always on)"
+                }
+            );
+            false
+        }
+    };
+    DEFAULT_ON.store(on || !SWITCHABLE, Ordering::Relaxed);
+}
+
+/// The adapter setting of an SSL whose CTX never chose one.
+pub fn default_on() -> bool {
+    DEFAULT_ON.load(Ordering::Relaxed)
+}
+
+// ------------------------------------------------- the engine's trampoline
+
+/// The address the job-start hook compares wait-ctx callbacks with.
+pub fn trampoline_address() -> usize {
+    trampoline_fd as *const () as usize
+}
+
+/// The wait-ctx callback of SSLs the adapter serves: the same delivery as
+/// the plain trampoline, but it tells the hook the engine called back (so
+/// that pause is not armed) and ends a watch that engine made redundant.
+/// It is a distinct address so such SSLs never take the hook's fast path.
+pub unsafe extern "C" fn trampoline_fd(arg: *mut c_void) -> c_int {
+    if let Some(slot) = slots::named(arg).filter(|s| s.handle() == arg) {
+        slot.engine_calls.fetch_add(1, Ordering::AcqRel);
+        if slot.armed.load(Ordering::Acquire) != 0 {
+            let _ = std::panic::catch_unwind(|| forget(slot));
+        }
+    }
+    // SAFETY: the trampoline's own contract: arg is a wait-ctx argument.
+    unsafe { deliver::trampoline(arg) }
+}
+
+// ------------------------------------------------------ arming and ending
+
+/// Fds watched per pause; engines register one.
+const MAX_FDS: usize = 4;
+const INDEX_BITS: u32 = 24;
+
+/// One armed pause: the shim's duplicates of its fds, and what a delivery
+/// must still find (the slot's handle and the job-start count).
+struct Watch {
+    token: u64,
+    handle: u64,
+    seq: u64,
+    fds: [c_int; MAX_FDS],
+    n: usize,
+}
+
+/// Armed pauses by slot index (a slot has at most one paused job).
+static WATCHES: SpinLock<Option<HashMap<u32, Watch>>> = SpinLock::new(None);
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// A job of an SSL the adapter serves is about to start or resume: the
+/// current pause, if armed, is over. Waits for a delivery of this SSL that
+/// is running on another thread, so none starts or runs after this returns.
+///
+/// # Safety
+/// `wctx` is the SSL's live wait ctx.
+pub unsafe fn job_starting(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
+    // The new count, then the look at the claim (the fence is in quiesce):
+    // a delivery either sees the new count and drops, or is waited out.
+    slot.pause_seq.fetch_add(1, Ordering::AcqRel);
+    slot.quiesce(current_thread());
+    forget(slot);
+    if slot.reported.swap(0, Ordering::AcqRel) != 0 {
+        // The OK was the adapter's, for the pause now ending: back to what
+        // the fd-only engine itself left.
+        // SAFETY: wctx is live (caller).
+        unsafe {
+            if waitctx::status(wctx) == sys::ASYNC_STATUS_OK {
+                waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED);
+            }
+        }
+    }
+}
+
+/// A job of an SSL the adapter serves paused: arm it if the engine left it
+/// to its wait fds (`calls_before`: the slot's engine calls before the job).
+///
+/// # Safety
+/// `wctx` is the SSL's live wait ctx.
+pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX, calls_before: usize) {
+    if slot.callback.load(Ordering::Acquire) == 0
+        || slot.fd_on.load(Ordering::Relaxed) == 0
+        || slot.engine_calls.load(Ordering::Acquire) != calls_before
+    {
+        return;
+    }
+    // SAFETY: wctx is live (caller).
+    if unsafe { waitctx::status(wctx) } != sys::ASYNC_STATUS_UNSUPPORTED {
+        return; // the engine reports (OK, EAGAIN, ERR): it is not fd-only
+    }
+    let mut fds = [-1; MAX_FDS];
+    // SAFETY: wctx is live (caller).
+    let n = unsafe { waitctx::fds(wctx, &mut fds) };
+    if n == 0 {
+        return;
+    }
+    if n > MAX_FDS {
+        return unavailable(format_args!("{n} wait fds (at most {MAX_FDS} are watched)"));
+    }
+    let Some(ep) = poller() else {
+        return unavailable(format_args!("the poller thread cannot start"));
+    };
+    let mut dups = [-1; MAX_FDS];
+    for i in 0..n {
+        // SAFETY: fcntl on an fd the engine registered; a failure is -1.
+        dups[i] = unsafe { libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 0) };
+        if dups[i] < 0 {
+            close_all(&dups[..i]);
+            return unavailable(format_args!("a wait fd cannot be duplicated"));
+        }
+    }
+    let index = slot.slot_index();
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed) & ((1 << (64 - INDEX_BITS)) - 1);
+    let watch = Watch {
+        token,
+        handle: slot.handle() as usize as u64,
+        seq: slot.pause_seq.load(Ordering::Acquire),
+        fds: dups,
+        n,
+    };
+    // Reported before the watch can fire: the callback may read it.
+    slot.reported.store(1, Ordering::Release);
+    // SAFETY: wctx is live (caller).
+    unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_OK) };
+    WATCHES
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(index, watch);
+    slot.armed.store(token, Ordering::Release);
+    stats::adapter_armed();
+    let key = token << INDEX_BITS | index as u64;
+    for &fd in &dups[..n] {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: ep is the poller's epoll fd and fd the shim's own dup.
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            // Unwatched: give the pause back to the application's fds,
+            // unless the poller already took it (then it delivers).
+            if slot
+                .armed
+                .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                if let Some(w) = take(index, token) {
+                    end(w, false);
+                }
+                slot.reported.store(0, Ordering::Release);
+                // SAFETY: wctx is live (caller).
+                unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED) };
+                unavailable(format_args!("a wait fd cannot be watched"));
+            }
+            return;
+        }
+    }
+    debug!("fd adapter: watching {n} wait fd(s) of a paused job");
+}
+
+/// Ends the SSL's armed pause, if any, without a callback (a job start, a
+/// clear or `SSL_free`).
+pub fn forget(slot: &Slot) {
+    let token = slot.armed.swap(0, Ordering::AcqRel);
+    if token != 0 {
+        if let Some(w) = take(slot.slot_index(), token) {
+            end(w, false);
+        }
+    }
+}
+
+#[cold]
+fn unavailable(why: std::fmt::Arguments) {
+    stats::adapter_unavailable();
+    debug!("fd adapter: {why}: the pause keeps its wait fds only");
+}
+
+/// Removes the watch with this token from the table (whoever does owns it).
+fn take(index: u32, token: u64) -> Option<Watch> {
+    let mut table = WATCHES.lock();
+    let map = table.as_mut()?;
+    match map.get(&index) {
+        Some(w) if w.token == token => map.remove(&index),
+        _ => None,
+    }
+}
+
+/// Stops watching `w`'s fds and closes them; counts how the watch ended.
+fn end(w: Watch, delivered: bool) {
+    let ep = EPOLL.load(Ordering::Acquire);
+    for &fd in &w.fds[..w.n] {
+        if ep >= 0 {
+            // SAFETY: fd is the shim's own dup, still open; the description
+            // it shares with the engine's fd must leave the epoll set
+            // before the dup goes, or the engine's fd would keep it there.
+            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        }
+    }
+    close_all(&w.fds[..w.n]);
+    if delivered {
+        stats::adapter_delivered();
+    } else {
+        stats::adapter_dropped();
+    }
+}
+
+fn close_all(fds: &[c_int]) {
+    for &fd in fds {
+        // SAFETY: the shim's own dups, closed once by their owner.
+        unsafe { libc::close(fd) };
+    }
+}
+
+// ------------------------------------------------------------- the poller
+
+/// The poller's epoll fd, -1 until it runs.
+static EPOLL: AtomicI32 = AtomicI32::new(-1);
+static STARTING: SpinLock<()> = SpinLock::new(());
+
+/// The running poller's epoll fd, starting it on first use.
+fn poller() -> Option<c_int> {
+    let ep = EPOLL.load(Ordering::Acquire);
+    if ep >= 0 {
+        return Some(ep);
+    }
+    let _one = STARTING.lock();
+    let ep = EPOLL.load(Ordering::Acquire);
+    if ep >= 0 {
+        return Some(ep);
+    }
+    // SAFETY: plain syscall.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return None;
+    }
+    if !spawn_with_signals_blocked(ep) {
+        // SAFETY: ep was created above and nothing else knows it.
+        unsafe { libc::close(ep) };
+        return None;
+    }
+    EPOLL.store(ep, Ordering::Release);
+    debug!("fd adapter: poller thread started");
+    Some(ep)
+}
+
+/// Starts the poller thread with every signal blocked, so the host's signal
+/// handlers never run on the shim's thread.
+fn spawn_with_signals_blocked(ep: c_int) -> bool {
+    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
+    // swaps this thread's mask and the old one is restored below.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let spawned = std::thread::Builder::new()
+            .name("sslasync-fd".into())
+            .stack_size(64 * 1024)
+            .spawn(move || run(ep))
+            .is_ok();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    }
+}
+
+fn run(ep: c_int) {
+    const BATCH: usize = 64;
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    loop {
+        // SAFETY: events has room for BATCH entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), BATCH as c_int, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            notice!(
+                "fd adapter: the poller stopped: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        for ev in &events[..n as usize] {
+            let key = ev.u64;
+            let _ = std::panic::catch_unwind(|| fire(key));
+        }
+    }
+}
+
+/// A watched fd is readable: end its watch and call the user, once.
+fn fire(key: u64) {
+    let index = (key & ((1 << INDEX_BITS) - 1)) as u32;
+    let token = key >> INDEX_BITS;
+    let Some(w) = take(index, token) else {
+        return; // ended already (another of its fds, a job start, a free)
+    };
+    if let Some(slot) = slots::at_index(index) {
+        let _ = slot
+            .armed
+            .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    let (handle, seq) = (w.handle, w.seq);
+    // The fds first: the callback may resume the job, whose engine may then
+    // close and reuse them.
+    let ep = EPOLL.load(Ordering::Acquire);
+    for &fd in &w.fds[..w.n] {
+        // SAFETY: the shim's own dups (see `end`).
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+    close_all(&w.fds[..w.n]);
+    // SAFETY: handle and seq were recorded for this slot when it was armed.
+    if unsafe { deliver::deliver_pause(handle, seq) } {
+        stats::adapter_delivered();
+    } else {
+        stats::adapter_dropped();
+    }
+}
+
+// ----------------------------------------------------------------- fork
+
+/// fork(): hold the watch table and the start lock across it.
+pub fn before_fork() {
+    STARTING.hold_across_fork();
+    WATCHES.hold_across_fork();
+}
+
+/// fork() in the parent: release them.
+pub fn after_fork_parent() {
+    // SAFETY: before_fork took both on this thread.
+    unsafe {
+        WATCHES.release_after_fork();
+        STARTING.release_after_fork();
+    }
+}
+
+/// fork() in the child: the poller thread did not come along. The next arm
+/// starts a new one; the parent's watches are closed (the epoll set is
+/// shared with the parent, so nothing is removed from it: closing the
+/// child's copies leaves the parent's registrations alone).
+pub fn after_fork_child() {
+    // SAFETY: before_fork took both on this thread.
+    unsafe {
+        WATCHES.release_after_fork();
+        STARTING.release_after_fork();
+    }
+    let ep = EPOLL.swap(-1, Ordering::AcqRel);
+    if ep >= 0 {
+        // SAFETY: the child's copy of the parent's epoll fd.
+        unsafe { libc::close(ep) };
+    }
+    let old = WATCHES.lock().take();
+    for (index, w) in old.into_iter().flatten() {
+        close_all(&w.fds[..w.n]);
+        if let Some(slot) = slots::at_index(index) {
+            slot.armed.store(0, Ordering::Relaxed);
+        }
+    }
+}
