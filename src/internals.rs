@@ -11,7 +11,7 @@
 use std::ptr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use libc::{c_int, c_void};
+use libc::c_void;
 
 use crate::log::{debug, notice};
 use crate::sys::{self, ASYNC_job_fn, ASYNC_WAIT_CTX, SSL};
@@ -199,8 +199,14 @@ static WCTX_ARG: AtomicUsize = AtomicUsize::new(0);
 /// pairs through the API and looking for them among the words every
 /// OpenSSL 3.0 to 4.0 wait ctx has (fds, numadd, numdel, callback,
 /// callback_arg, then status). Anything unexpected leaves them unknown.
-#[cfg(not(sslasync_ossl111))]
 pub fn probe_wait_ctx_layout() {
+    #[cfg(not(sslasync_ossl111))]
+    probe_wait_ctx_words();
+}
+
+#[cfg(not(sslasync_ossl111))]
+fn probe_wait_ctx_words() {
+    use libc::c_int;
     unsafe extern "C" fn s1(_: *mut c_void) -> c_int {
         1
     }

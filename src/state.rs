@@ -153,17 +153,24 @@ unsafe extern "C" fn ssl_free(
     }
 }
 
+#[cfg(not(sslasync_ossl111))]
+type DupData = *mut *mut c_void;
+#[cfg(sslasync_ossl111)]
+type DupData = *mut c_void;
+
 /// `SSL_dup` copies ex_data pointers verbatim; the copy already got its own
 /// slot from `SSL_new` (the CTX's values, as natively), so keep that one
 /// instead of sharing the source's.
 unsafe extern "C" fn ssl_dup(
     to: *mut CRYPTO_EX_DATA,
     _from: *const CRYPTO_EX_DATA,
-    from_d: *mut *mut c_void,
+    from_d: DupData,
     idx: c_int,
     _argl: c_long,
     _argp: *mut c_void,
 ) -> c_int {
+    // OpenSSL 1.1.1 declares it `void *`; it points at the value all the same.
+    let from_d = from_d as *mut *mut c_void;
     if !from_d.is_null() {
         // SAFETY: `to` is the new SSL's ex_data and from_d points at the
         // value OpenSSL is about to store there.
