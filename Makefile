@@ -1,7 +1,8 @@
 # sslasync: build, test, demo, install.
 #
 #   make            build target/release/libsslasync.so (soname libsslasync.so.0)
-#   make demo       the example async TLS server, callback mode vs fd mode
+#   make demo       the example async TLS server, callback mode vs fd mode; then an fd-only
+#                   engine, callback mode through the shim's fd adapter vs fd mode
 #   make bench      shim vs native OpenSSL benchmarks, then the OpenSSL 1.1.1w comparison
 #                   (BENCH_QUICK=1: fewer cells and rounds)
 #   make matrix     the C suite on OpenSSL 1.1.1w, system 3.0, 3.5.5 and 4.0.3 (builds them once;
@@ -146,10 +147,15 @@ test-asan: lib
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	ctest --test-dir $(ASAN_DIR) -j$(JOBS) --output-on-failure
 
+# Two comparisons, 3 s per mode: the callback-style accelerator, then the
+# fd-only one with the fd adapter on in callback mode (--fd-callbacks).
+DEMO_RUN = SSLASYNC_STATS=1 $(CTEST_DIR)/examples/async_server --compare --duration 3
 demo: lib
 	cmake -S c-tests -B $(CTEST_DIR) $(CMAKE_ARGS) >/dev/null
 	cmake --build $(CTEST_DIR) -j$(JOBS) --target async_server
-	SSLASYNC_STATS=1 $(CTEST_DIR)/examples/async_server --compare
+	$(DEMO_RUN)
+	@echo
+	$(DEMO_RUN) --style fd --fd-callbacks
 
 # The bench built against OpenSSL 1.1.1 compares only native 1.1.1 in fd
 # mode with the shim's fd adapter; `make bench` runs it after the main one,

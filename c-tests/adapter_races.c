@@ -20,6 +20,10 @@
  *
  * After each phase the shim's counters must settle at arms == deliveries +
  * drops, with the deltas the application saw.
+ *
+ * ADAPTER_RACES_BREAK=1 shows that the checks can fail: the free, clear or
+ * resume is skipped but the SSL marked as if it had returned, which is what
+ * a shim that kept calling back would look like (the run must fail).
  */
 #include "adapter_util.h"
 
@@ -43,6 +47,7 @@ typedef struct rconn {
 
 static atomic_uint v_late, v_running, v_twice, v_thread, v_ssl, v_job_with_cb;
 static atomic_uint spin;   /* callback length, to widen the windows */
+static int breaking;       /* ADAPTER_RACES_BREAK=1 */
 
 static int race_cb(SSL *s, void *arg)
 {
@@ -150,6 +155,13 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
              i += round % 3 == 2 ? -1 : 1) {
             rconn *r = &rs[i];
 
+            if (breaking) {
+                /* Marked as ended, not ended: the callbacks keep coming. */
+                if (how == END_RESUME)
+                    atomic_store(&r->resumed, 1);
+                atomic_store(&r->gone, 1);
+                continue;
+            }
             switch (how) {
             case END_FREE:
                 tlsd_conn_free(&r->c);
@@ -181,6 +193,11 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
             atomic_store(&r->gone, 1);
         }
         TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "%s: device not idle", phase);
+        if (breaking) {
+            for (i = 0; i < K; i++)
+                tlsd_wait_notes(&rs[i].c, 1);
+            check_violations(phase);
+        }
         for (i = 0; i < K; i++) {
             rconn *r = &rs[i];
 
@@ -363,6 +380,7 @@ int main(int argc, char **argv)
     const char *only = argc > 1 ? argv[1] : NULL;
 
     tlsd_begin("adapter_races", TLSD_SHIM_ONLY);
+    breaking = getenv("ADAPTER_RACES_BREAK") != NULL;
     TLSD_CHECK(tlsd_fd_adapter(), "run with TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1");
     tlsd_style(SIMACCEL_STYLE_FD, 0, 0);
     sctx = tlsd_server_ctx("ec", 0);

@@ -27,6 +27,15 @@
  *                  SSL_get_changed_async_fds() after SSL_ERROR_WANT_ASYNC and
  *                  polls it with epoll, as Intel's async-mode nginx does.
  *
+ *   An engine that only signals wait fds (--style fd: afalg, OpenSSL 1.1.1
+ *   builds of QAT) never calls back, so in callback mode the program falls
+ *   back to its wait fds.  With --fd-callbacks the server CTX turns on the
+ *   sslasync shim's fd adapter (sslasync_CTX_set_fd_callbacks(); the same as
+ *   SSLASYNC_FD_CALLBACKS=1, and always on with a shim built for OpenSSL
+ *   1.1.1): at such a pause the shim watches the engine's wait fd itself,
+ *   reports ASYNC_STATUS_OK and calls the callback from its own thread, so
+ *   callback mode works unchanged with an fd-only engine.
+ *
  * DESIGN
  *
  *   One event-loop thread owns every server connection and is the only
@@ -106,7 +115,11 @@
  *       LD_PRELOAD=target/release/libsslasync.so ./async_server_plain
  *   The program prints which library actually provides the API.  Both
  *   are built by c-tests/CMakeLists.txt (which adds examples/); `make demo`
- *   at the top level builds async_server and runs it with --compare.
+ *   at the top level builds async_server and runs it with --compare, once
+ *   with the callback-style accelerator and once with the fd-only one and
+ *   --fd-callbacks.  Built against OpenSSL 1.1.1, whose libssl has no async
+ *   callback API, the program declares the API weak: without the shim in
+ *   front it runs fd mode only.
  *   --help lists the knobs: accelerator style (callback, inline = dasync
  *   style, fd-only, eagain) and latency, client count, per-client handshake
  *   count or duration, EC or RSA key, TLS 1.2 or 1.3, one mode or both.
@@ -141,6 +154,74 @@
 #include "sslasync.h"
 #include "simaccel.h"
 
+/*
+ * OpenSSL 1.1.1's libssl has no async callback API: there only the sslasync
+ * shim provides it.  Declared weak (sslasync.h declares the functions for
+ * old headers), so that the program still links and runs without the shim,
+ * in fd mode only; api_present() tells.
+ */
+#if !defined(OPENSSL_VERSION_MAJOR) || OPENSSL_VERSION_MAJOR < 3
+#define WEAK_ASYNC_API 1
+#pragma weak SSL_CTX_set_async_callback
+#pragma weak SSL_CTX_set_async_callback_arg
+#pragma weak SSL_set_async_callback
+#pragma weak SSL_set_async_callback_arg
+#pragma weak SSL_get_async_status
+#else
+#define WEAK_ASYNC_API 0
+#endif
+
+/* Whether some library in the process provides the async callback API. */
+static int api_present(void)
+{
+#if WEAK_ASYNC_API
+    int (*fn)(SSL_CTX *, SSL_async_callback_fn) = SSL_CTX_set_async_callback;
+
+    return fn != NULL;
+#else
+    return 1;
+#endif
+}
+
+/*
+ * The shim's fd adapter (sslasync 0.3.0 and later): looked up at run time,
+ * like sslasync_stats_get() below, so that the same source also runs on a
+ * plain libssl or an older shim, where the functions are absent.
+ */
+typedef int (*ctx_set_fd_callbacks_fn)(SSL_CTX *ctx, int on);
+typedef int (*get_fd_callbacks_fn)(const SSL *s);
+
+static void *shim_symbol(const char *name)
+{
+    return dlsym(RTLD_DEFAULT, name);
+}
+
+/* 1 if the shim's fd adapter is on for s, 0 if off or absent. */
+static int fd_adapter_on(const SSL *s)
+{
+    static get_fd_callbacks_fn fn;
+    static int looked_up;
+
+    if (!looked_up) {
+        void *sym = shim_symbol("sslasync_get_fd_callbacks");
+
+        memcpy(&fn, &sym, sizeof(fn));
+        looked_up = 1;
+    }
+    return fn != NULL && fn(s) == 1;
+}
+
+/* sslasync_CTX_set_fd_callbacks(ctx, 1); 0 if the shim lacks it or is
+ * inert. */
+static int fd_adapter_enable(SSL_CTX *ctx)
+{
+    ctx_set_fd_callbacks_fn fn;
+    void *sym = shim_symbol("sslasync_CTX_set_fd_callbacks");
+
+    memcpy(&fn, &sym, sizeof(fn));
+    return fn != NULL && fn(ctx, 1) == 1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Settings                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -169,6 +250,10 @@ struct options {
     enum run_mode mode;          /* when not comparing */
     int verbose;
     int require_shim;            /* fail unless libsslasync provides the API */
+    int fd_callbacks;            /* callback mode: turn on the shim's fd adapter */
+    int expect_adapter;          /* fail unless the fd adapter is on in callback
+                                    mode (--fd-callbacks, or the shim in front
+                                    with SSLASYNC_FD_CALLBACKS=1) */
 };
 
 static const char *style_name(simaccel_style s)
@@ -296,6 +381,7 @@ struct server_stats {
     unsigned long fd_wakeups;
     unsigned long spurious_wakeups;
     unsigned long eventfd_wakeups;
+    unsigned long adapter_ssls;  /* SSLs with the shim's fd adapter on */
 };
 
 struct server {
@@ -574,12 +660,14 @@ static void conn_paused(struct conn *c)
     /* Returns 0 (leaving status alone) only if the SSL never ran a job,
      * which cannot be the case right after WANT_ASYNC; either way
      * UNSUPPORTED is the safe reading. */
-    if (!SSL_get_async_status(c->ssl, &status))
+    if (!api_present() || !SSL_get_async_status(c->ssl, &status))
         status = ASYNC_STATUS_UNSUPPORTED;
     c->last_status = status;
 
     switch (status) {
     case ASYNC_STATUS_OK:
+        /* From the engine, or from the shim's fd adapter, which watches an
+         * fd-only engine's wait fd for us and calls back like the engine. */
         srv->st.status_ok++;
         if (srv->mode == MODE_CALLBACK)
             return;              /* the callback will (or already did) */
@@ -758,6 +846,10 @@ static void server_accept(struct server *srv, SSL_CTX *ctx)
          */
         if (srv->mode == MODE_CALLBACK && !SSL_set_async_callback_arg(c->ssl, c))
             die("SSL_set_async_callback_arg");
+        /* SSL_new() copied the CTX's fd-adapter setting too (or the
+         * process default, SSLASYNC_FD_CALLBACKS); record what it is. */
+        if (srv->mode == MODE_CALLBACK && fd_adapter_on(c->ssl))
+            srv->st.adapter_ssls++;
 
         c->next = srv->conns;
         if (srv->conns)
@@ -1058,7 +1150,10 @@ struct run_result {
     double elapsed;
     simaccel_counters acc;       /* accelerator counters during the run */
     int have_shim_stats;         /* SSLASYNC_STATS=1 and the shim in front */
-    struct sslasync_stats shim;  /* the shim's own counters during the run */
+    struct sslasync_stats shim;  /* the shim's own counters during the run
+                                    (the adapter_* ones are counted even
+                                    without SSLASYNC_STATS) */
+    int adapter_on;              /* callback mode with the fd adapter on */
     int consistent;
     char problems[1024];
 };
@@ -1096,6 +1191,15 @@ static SSL_CTX *make_server_ctx(const struct options *opt, EVP_PKEY *key,
     if (mode == MODE_CALLBACK
         && !SSL_CTX_set_async_callback(ctx, on_async_complete))
         die("SSL_CTX_set_async_callback");
+    /*
+     * --fd-callbacks: an engine that only signals wait fds gets its
+     * callback from the shim's fd adapter.  Inherited by SSL_new() like
+     * the callback.  (Without it the process default applies:
+     * SSLASYNC_FD_CALLBACKS, or always on with a shim built for 1.1.1.)
+     */
+    if (mode == MODE_CALLBACK && opt->fd_callbacks && !fd_adapter_enable(ctx))
+        die("--fd-callbacks: sslasync_CTX_set_fd_callbacks() is not available "
+            "(needs an active sslasync 0.3.0 or later in front of libssl)");
     return ctx;
 }
 
@@ -1119,6 +1223,8 @@ static SSL_CTX *make_client_ctx(const struct options *opt)
  * The shim's optional counters (sslasync_stats_get(), active when the
  * process runs with SSLASYNC_STATS=1).  Looked up at run time so that the
  * same source also runs on a plain libssl, where the function is absent.
+ * Returns 1 when counting is on; the fd adapter's counters are filled in
+ * either way (zeros without the shim or with one older than 0.3.0).
  */
 typedef int (*stats_get_fn)(struct sslasync_stats *out, size_t size);
 
@@ -1128,7 +1234,7 @@ static int shim_stats(struct sslasync_stats *out)
     static int looked_up;
 
     if (!looked_up) {
-        void *sym = dlsym(RTLD_DEFAULT, "sslasync_stats_get");
+        void *sym = shim_symbol("sslasync_stats_get");
 
         memcpy(&fn, &sym, sizeof(fn));
         looked_up = 1;
@@ -1151,6 +1257,10 @@ static void sub_shim_stats(struct sslasync_stats *d,
     d->status_eagain = b->status_eagain - a->status_eagain;
     d->status_err = b->status_err - a->status_err;
     d->late_registrations = b->late_registrations - a->late_registrations;
+    d->adapter_arms = b->adapter_arms - a->adapter_arms;
+    d->adapter_deliveries = b->adapter_deliveries - a->adapter_deliveries;
+    d->adapter_drops = b->adapter_drops - a->adapter_drops;
+    d->adapter_unavailable = b->adapter_unavailable - a->adapter_unavailable;
     for (i = 0; i < SSLASYNC_LATENCY_BUCKETS; i++)
         d->latency_us_log2[i] = b->latency_us_log2[i] - a->latency_us_log2[i];
 }
@@ -1233,10 +1343,11 @@ static void check(struct run_result *r, int ok, const char *fmt, ...)
 static void check_run(const struct options *opt, struct run_result *r)
 {
     const simaccel_counters *a = &r->acc;
+    const struct sslasync_stats *sh = &r->shim;
     /* Pauses after which the device really worked and then notified. */
     unsigned long long device_pauses = a->pauses - a->eagains;
-    int expect_callbacks = r->mode == MODE_CALLBACK
-                           && opt->style != SIMACCEL_STYLE_FD;
+    /* Callbacks the shim's fd adapter made for an fd-only engine. */
+    unsigned long long adapter_cb = sh->adapter_deliveries;
 
     r->consistent = 1;
     check(r, r->st.failed == 0, "%lu server connection(s) failed",
@@ -1252,22 +1363,60 @@ static void check_run(const struct options *opt, struct run_result *r)
     check(r, a->pauses >= r->st.handshakes,
           "only %llu accelerator pauses for %lu handshakes (key not offloaded?)",
           (unsigned long long)a->pauses, r->st.handshakes);
-    check(r, r->callbacks == a->callbacks,
-          "accelerator invoked %llu callbacks, application received %lu",
-          (unsigned long long)a->callbacks, r->callbacks);
-    if (expect_callbacks)
-        check(r, r->callbacks == device_pauses,
-              "callbacks delivered (%lu) != completed pauses (%llu)",
-              r->callbacks, device_pauses);
+    check(r, r->callbacks == a->callbacks + adapter_cb,
+          "accelerator invoked %llu callbacks and the fd adapter %llu, "
+          "application received %lu", (unsigned long long)a->callbacks,
+          adapter_cb, r->callbacks);
+    if (r->mode == MODE_CALLBACK)
+        /* Each completed operation woke its connection exactly once: by a
+         * callback (the engine's or the fd adapter's) or by its wait fd
+         * (an fd-only engine with the adapter off). */
+        check(r, r->callbacks + r->st.fd_wakeups == device_pauses,
+              "callbacks (%lu) + fd wake-ups (%lu) != completed pauses (%llu)",
+              r->callbacks, r->st.fd_wakeups, device_pauses);
     else
         check(r, r->callbacks == 0, "%lu callbacks in %s mode",
               r->callbacks, mode_name(r->mode));
     check(r, r->st.eagain_redrives == a->eagains,
           "EAGAIN re-drives (%lu) != accelerator EAGAIN refusals (%llu)",
           r->st.eagain_redrives, (unsigned long long)a->eagains);
-    check(r, r->st.fd_wakeups == a->fd_signals,
-          "fd wake-ups (%lu) != accelerator fd signals (%llu)",
-          r->st.fd_wakeups, (unsigned long long)a->fd_signals);
+    /* A wait-fd signal reaches either the application's epoll or the fd
+     * adapter, never both. */
+    check(r, r->st.fd_wakeups + adapter_cb == a->fd_signals,
+          "fd wake-ups (%lu) + fd adapter callbacks (%llu) != accelerator "
+          "fd signals (%llu)", r->st.fd_wakeups, adapter_cb,
+          (unsigned long long)a->fd_signals);
+
+    /* The fd adapter: on for every connection of a run or for none; every
+     * pause it armed ended in exactly one callback (this program never
+     * resumes, frees or clears a paused SSL itself, so nothing is dropped);
+     * with it on, every pause at which the engine only signalled its fd
+     * was armed, or left native and counted (the poller could not run). */
+    check(r, r->st.adapter_ssls == 0 || r->st.adapter_ssls == r->st.accepted,
+          "fd adapter on for %lu of %lu connections", r->st.adapter_ssls,
+          r->st.accepted);
+    check(r, sh->adapter_arms == sh->adapter_deliveries + sh->adapter_drops,
+          "fd adapter armed %llu pauses, delivered %llu, dropped %llu",
+          (unsigned long long)sh->adapter_arms,
+          (unsigned long long)sh->adapter_deliveries,
+          (unsigned long long)sh->adapter_drops);
+    check(r, sh->adapter_drops == 0, "fd adapter dropped %llu armed pauses",
+          (unsigned long long)sh->adapter_drops);
+    if (r->mode == MODE_CALLBACK && opt->expect_adapter) {
+        check(r, r->adapter_on, "the fd adapter is off");
+        if (opt->style == SIMACCEL_STYLE_FD)
+            check(r, adapter_cb > 0, "fd-only engine, but no callback came "
+                  "from the fd adapter");
+    }
+    if (r->adapter_on)
+        check(r, sh->adapter_arms + sh->adapter_unavailable == a->fd_signals,
+              "fd adapter armed %llu pauses and left %llu native, the "
+              "engine signalled %llu fds", (unsigned long long)sh->adapter_arms,
+              (unsigned long long)sh->adapter_unavailable,
+              (unsigned long long)a->fd_signals);
+    else
+        check(r, sh->adapter_arms == 0, "fd adapter armed %llu pauses "
+              "while off", (unsigned long long)sh->adapter_arms);
     check(r, r->callbacks + r->st.fd_wakeups + r->st.eagain_redrives
              >= r->st.want_async,
           "%lu pauses but only %lu wake-ups", r->st.want_async,
@@ -1434,15 +1583,15 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
     r->elapsed = now_s() - t0;
     simaccel_get_counters(&after);
     sub_counters(&r->acc, &before, &after);
-    if (r->have_shim_stats && shim_stats(&shim_after))
-        sub_shim_stats(&r->shim, &shim_before, &shim_after);
-    else
+    if (!shim_stats(&shim_after))
         r->have_shim_stats = 0;
+    sub_shim_stats(&r->shim, &shim_before, &shim_after);
 
     r->st = srv->st;
     r->callbacks = atomic_load(&srv->cb.callbacks);
     r->callbacks_reentrant = atomic_load(&srv->cb.callbacks_reentrant);
     r->eventfd_writes = atomic_load(&srv->cb.eventfd_writes);
+    r->adapter_on = srv->st.adapter_ssls > 0;
     r->client_ok = lg->ok;
     r->client_failed = lg->failed;
     r->hs_latency_ms = lg->ok ? lg->hs_latency_sum * 1e3 / (double)lg->ok : 0;
@@ -1468,7 +1617,13 @@ static void run_once(const struct options *opt, EVP_PKEY *key, X509 *cert,
 static void print_results(const struct options *opt,
                           const struct run_result *r, int n)
 {
-    int i;
+    int i, show_adapter = 0;
+
+    /* The fd adapter's rows, when it was on in a run or did anything. */
+    for (i = 0; i < n; i++)
+        if (r[i].adapter_on || r[i].shim.adapter_arms
+            || r[i].shim.adapter_unavailable)
+            show_adapter = 1;
 
 #define ROW(label, fmt, expr)                                   \
     do {                                                        \
@@ -1483,6 +1638,8 @@ static void print_results(const struct options *opt,
         printf("%16s", r[i].mode == MODE_CALLBACK ? "callback mode"
                                                   : "fd mode");
     printf("\n");
+    if (show_adapter)
+        ROW("fd adapter", "%16s", r[i].adapter_on ? "on" : "off");
     ROW("handshakes completed", "%16lu", r[i].st.handshakes);
     ROW("handshakes failed", "%16lu", r[i].st.failed + r[i].client_failed);
     ROW("accelerator pauses", "%16llu",
@@ -1492,6 +1649,16 @@ static void print_results(const struct options *opt,
     ROW("EAGAIN re-drives", "%16lu", r[i].st.eagain_redrives);
     ROW("fd wakeups", "%16lu", r[i].st.fd_wakeups);
     ROW("eventfd wakeups", "%16lu", r[i].st.eventfd_wakeups);
+    if (show_adapter) {
+        ROW("adapter: pauses armed", "%16llu",
+            (unsigned long long)r[i].shim.adapter_arms);
+        ROW("adapter: callbacks delivered", "%16llu",
+            (unsigned long long)r[i].shim.adapter_deliveries);
+        ROW("adapter: arms dropped", "%16llu",
+            (unsigned long long)r[i].shim.adapter_drops);
+        ROW("adapter: pauses left native", "%16llu",
+            (unsigned long long)r[i].shim.adapter_unavailable);
+    }
     if (opt->verbose) {
         ROW("WANT_ASYNC returns", "%16lu", r[i].st.want_async);
         ROW("  status OK", "%16lu", r[i].st.status_ok);
@@ -1538,11 +1705,12 @@ static void print_results(const struct options *opt,
             printf("  %s mode: %s\n", mode_name(r[i].mode), r[i].problems);
 }
 
-/* Each client costs up to four descriptors: its socket, the server's
- * socket, and in fd mode the engine's wait fd plus the device's copy. */
+/* Each client costs up to five descriptors: its socket, the server's
+ * socket, the engine's wait fd, the device's copy, and the fd adapter's
+ * copy while the adapter watches it. */
 static void raise_fd_limit(int clients)
 {
-    rlim_t need = (rlim_t)clients * 4 + 64;
+    rlim_t need = (rlim_t)clients * 5 + 64;
     struct rlimit rl;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
@@ -1563,6 +1731,8 @@ static const char *api_provider(void)
     void *addr;
     Dl_info info;
 
+    if (!api_present())
+        return "nothing (this libssl has none)";
     memcpy(&addr, &fn, sizeof(addr));
     if (dladdr(addr, &info) && info.dli_fname)
         return info.dli_fname;
@@ -1581,6 +1751,8 @@ static void usage(FILE *f)
 "  --mode callback|fd     run one mode only\n"
 "  --style callback|inline|fd|eagain\n"
 "                         accelerator notification style (default callback)\n"
+"  --fd-callbacks         callback mode: turn on the sslasync shim's fd adapter\n"
+"                         (callbacks for an fd-only engine, e.g. --style fd)\n"
 "  --latency-us N         device latency per operation (default 200)\n"
 "  --eagain-every N       style eagain: refuse every Nth submission (default 4)\n"
 "  --clients N            concurrent client connections (default 64)\n"
@@ -1614,7 +1786,7 @@ static void parse_args(int argc, char **argv, struct options *opt)
 {
     enum { O_COMPARE = 256, O_MODE, O_STYLE, O_LATENCY, O_EAGAIN, O_CLIENTS,
            O_HANDSHAKES, O_DURATION, O_KEY, O_TLS, O_THREADS, O_VERBOSE,
-           O_REQUIRE_SHIM, O_HELP };
+           O_REQUIRE_SHIM, O_FD_CALLBACKS, O_HELP };
     static const struct option longopts[] = {
         { "compare", no_argument, NULL, O_COMPARE },
         { "mode", required_argument, NULL, O_MODE },
@@ -1629,6 +1801,7 @@ static void parse_args(int argc, char **argv, struct options *opt)
         { "threads", required_argument, NULL, O_THREADS },
         { "verbose", no_argument, NULL, O_VERBOSE },
         { "require-shim", no_argument, NULL, O_REQUIRE_SHIM },
+        { "fd-callbacks", no_argument, NULL, O_FD_CALLBACKS },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -1721,6 +1894,9 @@ static void parse_args(int argc, char **argv, struct options *opt)
         case O_REQUIRE_SHIM:
             opt->require_shim = 1;
             break;
+        case O_FD_CALLBACKS:
+            opt->fd_callbacks = 1;
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -1772,10 +1948,29 @@ int main(int argc, char **argv)
                 "--no-as-needed, or LD_PRELOAD it)\n", provider);
         return 2;
     }
+    /* The shim's fd adapter must really be on where it was asked for. */
+    opt.expect_adapter = opt.fd_callbacks
+        || (opt.require_shim && getenv("SSLASYNC_FD_CALLBACKS") != NULL
+            && strcmp(getenv("SSLASYNC_FD_CALLBACKS"), "1") == 0);
     if (expect && strcmp(expect, "native") == 0
         && strstr(provider, "libsslasync") != NULL) {
         fprintf(stderr, "async_server: expected the native libssl API but "
                 "%s is in front\n", provider);
+        return 2;
+    }
+
+    if (opt.fd_callbacks && shim_symbol("sslasync_CTX_set_fd_callbacks") == NULL) {
+        fprintf(stderr, "async_server: --fd-callbacks needs sslasync 0.3.0 "
+                "or later in front of libssl (%s provides the API)\n",
+                provider);
+        return 2;
+    }
+    /* OpenSSL 1.1.1 without the shim: no callbacks at all, fd mode only. */
+    if (!api_present()
+        && (opt.fd_callbacks || (!opt.compare && opt.mode == MODE_CALLBACK))) {
+        fprintf(stderr, "async_server: callback mode needs the async "
+                "callback API, which %s lacks (put the sslasync shim in "
+                "front); --mode fd works\n", OpenSSL_version(OPENSSL_VERSION));
         return 2;
     }
 
@@ -1803,15 +1998,22 @@ int main(int argc, char **argv)
         printf("%ld handshakes per client, ", opt.handshakes_per_client);
     if (opt.duration_s > 0)
         printf("%.1f s per mode, ", opt.duration_s);
-    printf("accelerator style %s, latency %u us",
-           style_name(opt.style), opt.latency_us);
+    printf("accelerator style %s%s, latency %u us",
+           style_name(opt.style),
+           opt.style == SIMACCEL_STYLE_FD ? " (fd-only engine)" : "",
+           opt.latency_us);
     if (opt.style == SIMACCEL_STYLE_EAGAIN)
         printf(", EAGAIN every %u", opt.eagain_every);
+    if (opt.fd_callbacks)
+        printf(", fd adapter on in callback mode");
     printf("\nasync callback API provided by %s\n\n", provider);
     fflush(stdout);
 
     if (opt.compare) {
-        run_once(&opt, key, cert, MODE_CALLBACK, &results[nruns++]);
+        if (api_present())
+            run_once(&opt, key, cert, MODE_CALLBACK, &results[nruns++]);
+        else
+            printf("(no async callback API in this process: fd mode only)\n");
         run_once(&opt, key, cert, MODE_FD, &results[nruns++]);
     } else {
         run_once(&opt, key, cert, opt.mode, &results[nruns++]);
