@@ -775,6 +775,14 @@ static void do_op(worker *w, int op)
         /* Not while a job is paused: the job would resume on cleared state. */
         if ((k = pick_slot(w, 1)) < 0 || w->c[k].paused)
             break;
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+        /* OpenSSL 1.1.1's SSL_clear of a server in the middle of a handshake
+         * leaves extension state behind: its next handshake fails with
+         * "unsolicited extension" at the client. Only idle or finished
+         * servers are cleared there. */
+        if (w->c[k].started && !w->c[k].server_done)
+            break;
+#endif
         c = &w->c[k];
         TLSD_CHECK(SSL_clear(c->r->ssl) == 1, "SSL_clear");
         if (c->attached)

@@ -21,6 +21,7 @@ use crate::state;
 use crate::stats;
 use crate::sync::current_thread;
 use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
+use crate::waitctx;
 use crate::SSL_async_callback_fn;
 
 /// What an entry point returns when it fails.
@@ -130,6 +131,18 @@ fn callback_word(cb: SSL_async_callback_fn) -> usize {
     cb.map_or(0, |f| f as usize)
 }
 
+/// OpenSSL 1.1.1 has no wiring to be late for; a callback set where native
+/// 3.x would not wire it (after the SSL's first job, with none in force) is
+/// counted here, as the job-start hook counts it on 3.x.
+#[cold]
+fn late_on_111(s: *mut SSL) {
+    let in_force =
+        state::ssl_slot(s).is_some_and(|slot| slot.callback.load(Ordering::Acquire) != 0);
+    if !in_force && state::has_wait_ctx(s) {
+        stats::late_registration();
+    }
+}
+
 entry! {
     /// Sets the callback every `SSL` created from `ctx` from now on starts with.
     fn SSL_CTX_set_async_callback(ctx: *mut SSL_CTX, callback: SSL_async_callback_fn) -> c_int;
@@ -179,6 +192,9 @@ entry! {
         stats::api_used();
         if r == 1 {
             let cb = callback_word(callback);
+            if !waitctx::HAS_CALLBACK && cb != 0 {
+                late_on_111(s);
+            }
             match state::ssl_slot(s) {
                 Some(slot) => {
                     slot.set_callback(cb, current_thread());
