@@ -318,7 +318,7 @@ static void print_counter_line(void)
 void print_summary(const struct summary *sm)
 {
     if (BENCH_OSSL111) {
-        printf("\nSummary (OpenSSL %s; handshake line: geometric mean over the cells of "
+        printf("\nSummary (%s; handshake line: geometric mean over the cells of "
                "per-cell median ratios; worst cell %.3f at %s)\n", OPENSSL_VERSION_TEXT,
                sm->hsa_worst, sm->hsa_worst_name ? sm->hsa_worst_name : "-");
         printf("RATIO handshakes_111 shim-callback/native-fd=%.3f\n", sm->hsa);

@@ -44,10 +44,12 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
-#if OPENSSL_VERSION_NUMBER < 0x30000000L
-/* sslasync.h declares the five functions, the callback type and
- * ASYNC_STATUS_* when <openssl/ssl.h> lacks them. */
+/* For the stats struct; on OpenSSL 1.1.1 also the five functions, the
+ * callback type and ASYNC_STATUS_*, which <openssl/ssl.h> lacks there. The
+ * shim's own functions are looked up with dlsym, never linked. */
 #include "sslasync.h"
+
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
 #define BENCH_OSSL111 1
 #pragma weak SSL_CTX_set_async_callback
 #pragma weak SSL_CTX_set_async_callback_arg
@@ -115,17 +117,10 @@ ssize_t __wrap_write(int fd, const void *buf, size_t n)
 }
 
 /* The shim's own functions, when it is preloaded (dlsym: the native side
- * has none). The stats struct is sslasync.h's: these fields and, after
- * them, the adapter's counters; sslasync_stats_get copies at most `size`
- * bytes, so a shim without them leaves them 0. */
-struct shim_stats {
-    uint64_t enabled, callbacks_delivered, callbacks_dropped, pauses, status_ok, status_eagain,
-        status_err, late_registrations, latency_us_log2[24], jobs_unverified;
-    uint64_t adapter_arms, adapter_deliveries, adapter_drops, adapter_unavailable;
-};
+ * has none). */
 static int (*shim_CTX_set_fd_callbacks)(SSL_CTX *ctx, int on);
 static int (*shim_set_fd_callbacks)(SSL *s, int on);
-static int (*shim_stats_get)(struct shim_stats *out, size_t size);
+static int (*shim_stats_get)(struct sslasync_stats *out, size_t size);
 
 static void find_shim_functions(void)
 {
@@ -872,7 +867,7 @@ static void cmd_lat(const char *mode, unsigned lat_us, long n)
  * could not verify; all counted without SSLASYNC_STATS. */
 static void cmd_stats(void)
 {
-    struct shim_stats st;
+    struct sslasync_stats st;
 
     memset(&st, 0, sizeof(st));
     if (shim_stats_get != NULL)
