@@ -109,10 +109,7 @@ static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 /// # Safety
 /// `wctx` is the SSL's live wait ctx.
 pub unsafe fn job_starting(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
-    // The new count, then the look at the claim (the fence is in quiesce):
-    // a delivery either sees the new count and drops, or is waited out.
-    slot.pause_seq.fetch_add(1, Ordering::AcqRel);
-    slot.quiesce(current_thread());
+    slot.end_pause(current_thread());
     forget(slot);
     if slot.reported.swap(0, Ordering::AcqRel) != 0 {
         // The OK was the adapter's, for the pause now ending: back to what

@@ -12,7 +12,6 @@ use crate::log::debug;
 use crate::slots;
 use crate::stats;
 use crate::sync::current_thread;
-use crate::sync::Ordering;
 use crate::sys::SSL;
 
 /// The address the job-start hook compares wait-ctx callbacks with.
@@ -81,14 +80,9 @@ pub unsafe fn deliver_pause(handle: u64, seq: u64) -> bool {
     let Some(slot) = slots::named(handle as usize as *mut c_void) else {
         return false;
     };
-    let Some((target, claim)) = slot.begin_delivery(handle, current_thread()) else {
+    let Some((target, claim)) = slot.begin_pause_delivery(handle, seq, current_thread()) else {
         return false;
     };
-    // After the claim (and begin_delivery's fence): pairs with the job
-    // start's count, then its look at the claim.
-    if slot.pause_seq.load(Ordering::Acquire) != seq {
-        return false;
-    }
     if stats::enabled() {
         stats::callback_delivered(slot);
     }

@@ -169,6 +169,31 @@ impl Slot {
         Some((target, claim))
     }
 
+    /// [`Slot::begin_delivery`] for a pause the fd adapter armed when the
+    /// SSL's job-start count was `seq`: None as well once a job start of the
+    /// SSL began ([`Slot::end_pause`]).
+    pub fn begin_pause_delivery(
+        &self,
+        handle: u64,
+        seq: u64,
+        me: usize,
+    ) -> Option<(Target, Claim<'_>)> {
+        let (target, claim) = self.begin_delivery(handle, me)?;
+        // After the claim and begin_delivery's fence: pairs with end_pause.
+        if self.pause_seq.load(Ordering::Acquire) != seq {
+            return None;
+        }
+        Some((target, claim))
+    }
+
+    /// A job start of the SSL (the application resuming it, or a new job):
+    /// the armed pause is over. Returns once no other thread is delivering
+    /// for it, so no callback for that pause starts or runs afterwards.
+    pub fn end_pause(&self, me: usize) {
+        self.pause_seq.fetch_add(1, Ordering::AcqRel);
+        self.quiesce(me);
+    }
+
     /// The claim when `busy` was taken: by this thread (a delivery re-entered
     /// inline: not owned, the outer one releases it) or by another (wait).
     #[cold]
@@ -191,7 +216,7 @@ impl Slot {
     }
 
     /// Waits until no thread but `me` is delivering for this slot.
-    pub fn quiesce(&self, me: usize) {
+    fn quiesce(&self, me: usize) {
         // The change (handle or callback), then the look at the claim: pairs
         // with the fence in `begin_delivery`.
         fence(Ordering::SeqCst);
@@ -491,7 +516,7 @@ mod loom_tests {
 
     fn live_slot() -> Arc<Slot> {
         let slot = Slot::new(3);
-        slot.assign(0x1000 as *mut SSL, CALLBACK, 0x20 as *mut c_void);
+        slot.assign(0x1000 as *mut SSL, CALLBACK, 0x20 as *mut c_void, true);
         Arc::new(slot)
     }
 
@@ -519,6 +544,33 @@ mod loom_tests {
             device.join().unwrap();
             assert!(slot.begin_delivery(handle, DEVICE).is_none());
             assert_ne!(slot.handle() as u64, handle);
+        });
+    }
+
+    /// The fd adapter's poller delivers an armed pause while the owner
+    /// resumes the job itself: no callback for that pause runs after the
+    /// resume's job start returned from `end_pause`.
+    #[test]
+    fn loom_no_pause_delivery_after_a_job_start() {
+        loom::model(|| {
+            let slot = live_slot();
+            let handle = slot.handle() as u64;
+            let seq = slot.pause_seq.load(Ordering::Acquire);
+            let resumed = Arc::new(AtomicBool::new(false));
+            let (s, r) = (slot.clone(), resumed.clone());
+            let poller = thread::spawn(move || {
+                if let Some((_, claim)) = s.begin_pause_delivery(handle, seq, DEVICE) {
+                    assert!(
+                        !r.load(Ordering::SeqCst),
+                        "callback ran after the resume began"
+                    );
+                    drop(claim);
+                }
+            });
+            slot.end_pause(OWNER);
+            resumed.store(true, Ordering::SeqCst);
+            poller.join().unwrap();
+            assert!(slot.begin_pause_delivery(handle, seq, DEVICE).is_none());
         });
     }
 
@@ -584,7 +636,7 @@ mod loom_tests {
                 }
             });
             slot.retire(OWNER);
-            slot.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut());
+            slot.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut(), false);
             device.join().unwrap();
             assert!(slot.begin_delivery(old, DEVICE).is_none());
         });

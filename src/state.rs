@@ -170,6 +170,7 @@ unsafe extern "C" fn ssl_dup(
     _argp: *mut c_void,
 ) -> c_int {
     // OpenSSL 1.1.1 declares it `void *`; it points at the value all the same.
+    #[allow(clippy::unnecessary_cast)]
     let from_d = from_d as *mut *mut c_void;
     if !from_d.is_null() {
         // SAFETY: `to` is the new SSL's ex_data and from_d points at the
