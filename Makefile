@@ -123,9 +123,13 @@ test-rust: lib
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO_TEST_ENV) $(CARGO) test --release
-	# The slot protocol under loom's model checker (its own build: --cfg loom).
+# The slot protocol under loom's model checker (its own build: --cfg loom).
+# src/slots.rs and src/sync.rs do not depend on the OpenSSL version, so only
+# the system build runs it (a second full compile per OpenSSL otherwise).
+ifeq ($(OPENSSL_DIR),)
 	$(CARGO_TEST_ENV) RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CURDIR)/$(TARGET)/loom \
 		$(CARGO) test --release --lib loom
+endif
 
 # The two_openssl test loads a private OpenSSL 4.0.3 beside the system one
 # (system build only); the script builds it once into ~/.cache/sslasync,

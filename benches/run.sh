@@ -8,6 +8,10 @@
 #   BENCH_OUT           output directory (default: target/bench)
 #   BENCH_QUICK=1       fewer cells and rounds: under a minute
 #
+# A bench built against OpenSSL 1.1.1 (make OPENSSL=1.1.1w bench, which make
+# bench runs after the main one) measures only native 1.1.1 in fd mode vs the
+# shim's fd adapter (RATIO handshakes_111, LATENCY fdadapter_111); no plot.
+#
 # Tuning knobs, read by the driver: BENCH_ROUNDS, BENCH_ROUNDS_C1024,
 # BENCH_PAIRS, BENCH_CELL_SECONDS, BENCH_MICRO_SECONDS, BENCH_CALLGRIND_N,
 # BENCH_MEM_SSLS; by the workers: BENCH_NO_PIN (do not pin the loop and device

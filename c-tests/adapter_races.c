@@ -32,7 +32,7 @@
 #include <stdlib.h>
 
 #define K 16        /* SSLs per round */
-#define ROUNDS 40
+static int rounds = 40;   /* ADAPTER_RACES_ROUNDS */
 #define MANY 256
 
 typedef struct rconn {
@@ -132,7 +132,7 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
 
     TLSD_CHECK(rs != NULL, "calloc");
     before = ad_settled(phase);
-    for (round = 0; round < ROUNDS; round++) {
+    for (round = 0; round < (unsigned)rounds; round++) {
         uint64_t done0;
         simaccel_counters cnt;
 
@@ -213,18 +213,18 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
         check_violations(phase);
     }
     d = ad_delta(ad_settled(phase), before);
-    TLSD_CHECK(d.arms == (uint64_t)K * ROUNDS && d.deliveries == calls
+    TLSD_CHECK(d.arms == (uint64_t)K * rounds && d.deliveries == calls
                && d.drops == d.arms - calls && d.unavailable == 0,
                "%s: adapter arms %llu deliveries %llu drops %llu unavailable %llu; "
                "callbacks seen %u of %d pauses", phase, (unsigned long long)d.arms,
                (unsigned long long)d.deliveries, (unsigned long long)d.drops,
-               (unsigned long long)d.unavailable, calls, K * ROUNDS);
-    tlsd_say("%s: %d armed pauses ended by %s racing readiness: no callback after it "
-             "returned, none twice, all on sslasync-fd; arms == deliveries + drops",
-             phase, K * ROUNDS,
+               (unsigned long long)d.unavailable, calls, K * rounds);
+    tlsd_say("%s: %d rounds of %d armed pauses ended by %s racing readiness: no callback "
+             "after it returned, none twice, all on sslasync-fd; arms == deliveries + drops",
+             phase, rounds, K,
              how == END_FREE ? "SSL_free" : how == END_CLEAR ? "a clear" : "the application's resume");
     fprintf(stderr, "%s: %u of %d pauses got their callback first\n", phase, calls,
-            K * ROUNDS);
+            K * rounds);
     free(rs);
 }
 
@@ -381,6 +381,8 @@ int main(int argc, char **argv)
 
     tlsd_begin("adapter_races", TLSD_SHIM_ONLY);
     breaking = getenv("ADAPTER_RACES_BREAK") != NULL;
+    if (getenv("ADAPTER_RACES_ROUNDS") != NULL && atoi(getenv("ADAPTER_RACES_ROUNDS")) > 0)
+        rounds = atoi(getenv("ADAPTER_RACES_ROUNDS"));
     TLSD_CHECK(tlsd_fd_adapter(), "run with TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1");
     tlsd_style(SIMACCEL_STYLE_FD, 0, 0);
     sctx = tlsd_server_ctx("ec", 0);

@@ -40,6 +40,10 @@
 # running the suite again; those runs have the full-size long tests. The
 # links are still checked with ldd, and the cell's note names the run.
 #
+# MATRIX_BUILD_ONLY="VER-FIXTURE ..." (CI, in the background while the test
+# runs go on): only the private OpenSSLs, the shims and those cells' builds,
+# no tests and no report; the matrix run after it then finds them built.
+#
 # It also writes the table as Markdown to target/matrix/MATRIX.md, and, when
 # all four versions ran, to MATRIX.md at the repository root (the copy the
 # README links; commit it after a release's run).
@@ -72,6 +76,7 @@ FD_MODES="fd:preload fd:linked fd:diff"
 MODES="$LABEL_MODES $FD_MODES"
 ALL_VERSIONS="1.1.1w system 3.5.5 4.0.3"
 REUSE=${MATRIX_REUSE:-0}
+BUILD_ONLY=${MATRIX_BUILD_ONLY:-}
 RESULTS=$OUT/results.tsv
 
 # Nothing from the caller's environment may steer which libraries load or
@@ -80,6 +85,11 @@ RESULTS=$OUT/results.tsv
 unset LD_LIBRARY_PATH LD_PRELOAD OPENSSL_DIR OPENSSL_LIB_DIR OPENSSL_INCLUDE_DIR \
       OPENSSL_STATIC OPENSSL_CONF OPENSSL_MODULES OPENSSL_ENGINES
 
+if [ -n "$BUILD_ONLY" ]; then
+    # The versions of the listed cells, in their order.
+    set -- $(for c in $BUILD_ONLY; do echo "${c%-*}"; done | awk '!seen[$0]++')
+    REUSE=0
+fi
 [ $# -gt 0 ] || set -- $ALL_VERSIONS
 mkdir -p "$LOGS"
 : >"$RESULTS"
@@ -244,6 +254,7 @@ run_cell() {
     fi
     say "[$cell] built in $(elapsed "$t")"
     fi
+    [ -z "$BUILD_ONLY" ] || return 0
 
     # Every program of the suite, as the loader resolves it for each mode.
     # (Loadable modules, e.g. the dynamic ENGINE, which needs only libcrypto,
@@ -416,6 +427,9 @@ for ver in "$@"; do
         continue
     fi
     for fx in $fixtures; do
+        if [ -n "$BUILD_ONLY" ]; then
+            case " $BUILD_ONLY " in *" $ver-$fx "*) ;; *) continue ;; esac
+        fi
         CELL_DIR=$OUT/$ver-$fx
         run_cell "$ver" "$fx" "$prefix" "$shimdir" "$major"
         if [ -z "${CROSS_PROG[$ver]:-}" ] && [ -x "$CELL_DIR/late_register" ] &&
@@ -427,6 +441,10 @@ for ver in "$@"; do
     CROSS_MAJOR[$ver]=$major
     say "== OpenSSL $ver done in $(elapsed "$t_ver")"
 done
+if [ -n "$BUILD_ONLY" ]; then
+    say "built $BUILD_ONLY in $(elapsed "$t_all") (MATRIX_BUILD_ONLY: no tests run)"
+    exit 0
+fi
 
 # ------------------------------------------------------------ cross checks
 # cross SHIMVER PROGVER: SHIMVER's shim preloaded into PROGVER's programs.
