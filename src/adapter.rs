@@ -303,9 +303,9 @@ fn spawn_with_signals_blocked(ep: c_int) -> bool {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        // The default stack: the application's callbacks run on it.
         let spawned = std::thread::Builder::new()
             .name("sslasync-fd".into())
-            .stack_size(64 * 1024)
             .spawn(move || run(ep))
             .is_ok();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
