@@ -229,6 +229,7 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
 }
 
 /* Engines that call back or set a status are never armed. */
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
 static void not_armed(SSL_CTX *sctx)
 {
     static const struct {
@@ -287,6 +288,7 @@ static void not_armed(SSL_CTX *sctx)
     }
     tlsd_style(SIMACCEL_STYLE_FD, 0, 0);
 }
+#endif
 
 static void clear_reuse(SSL_CTX *sctx)
 {
