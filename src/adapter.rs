@@ -73,10 +73,8 @@ pub fn trampoline_address() -> usize {
 /// It is a distinct address so such SSLs never take the hook's fast path.
 pub unsafe extern "C" fn trampoline_fd(arg: *mut c_void) -> c_int {
     if let Some(slot) = slots::named(arg).filter(|s| s.handle() == arg) {
-        slot.engine_calls.fetch_add(1, Ordering::AcqRel);
-        if slot.armed.load(Ordering::Acquire) != 0 {
-            let _ = std::panic::catch_unwind(|| forget(slot));
-        }
+        slot.note_engine_call();
+        let _ = std::panic::catch_unwind(|| forget(slot));
     }
     // SAFETY: the trampoline's own contract: arg is a wait-ctx argument.
     unsafe { deliver::trampoline(arg) }
@@ -111,7 +109,7 @@ static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 pub unsafe fn job_starting(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
     slot.end_pause(current_thread());
     forget(slot);
-    if slot.reported.swap(0, Ordering::AcqRel) != 0 {
+    if slot.set_reported(false) {
         // The OK was the adapter's, for the pause now ending: back to what
         // the fd-only engine itself left.
         // SAFETY: wctx is live (caller).
@@ -124,15 +122,12 @@ pub unsafe fn job_starting(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
 }
 
 /// A job of an SSL the adapter serves paused: arm it if the engine left it
-/// to its wait fds (`calls_before`: the slot's engine calls before the job).
+/// to its wait fds.
 ///
 /// # Safety
 /// `wctx` is the SSL's live wait ctx.
-pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX, calls_before: usize) {
-    if slot.callback.load(Ordering::Acquire) == 0
-        || slot.fd_on.load(Ordering::Relaxed) == 0
-        || slot.engine_calls.load(Ordering::Acquire) != calls_before
-    {
+pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
+    if slot.callback.load(Ordering::Acquire) == 0 || !slot.fd_on() || slot.engine_called() {
         return;
     }
     // SAFETY: wctx is live (caller).
@@ -165,19 +160,19 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX, calls_before: usize
     let watch = Watch {
         token,
         handle: slot.handle() as usize as u64,
-        seq: slot.pause_seq.load(Ordering::Acquire),
+        seq: slot.pause_seq(),
         fds: dups,
         n,
     };
     // Reported before the watch can fire: the callback may read it.
-    slot.reported.store(1, Ordering::Release);
+    slot.set_reported(true);
     // SAFETY: wctx is live (caller).
     unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_OK) };
     WATCHES
         .lock()
         .get_or_insert_with(HashMap::new)
         .insert(index, watch);
-    slot.armed.store(token, Ordering::Release);
+    slot.set_armed();
     stats::adapter_armed();
     let key = token << INDEX_BITS | index as u64;
     for &fd in &dups[..n] {
@@ -189,15 +184,10 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX, calls_before: usize
         if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
             // Unwatched: give the pause back to the application's fds,
             // unless the poller already took it (then it delivers).
-            if slot
-                .armed
-                .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                if let Some(w) = take(index, token) {
-                    end(w, false);
-                }
-                slot.reported.store(0, Ordering::Release);
+            if let Some(w) = take(index, token) {
+                end(w, false);
+                slot.take_armed();
+                slot.set_reported(false);
                 // SAFETY: wctx is live (caller).
                 unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED) };
                 unavailable(format_args!("a wait fd cannot be watched"));
@@ -209,11 +199,13 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX, calls_before: usize
 }
 
 /// Ends the SSL's armed pause, if any, without a callback (a job start, a
-/// clear or `SSL_free`).
+/// clear or `SSL_free`; an engine calling back too). The SSL has at most one
+/// watch, and only its owner arms one, so the table entry of its index is it.
 pub fn forget(slot: &Slot) {
-    let token = slot.armed.swap(0, Ordering::AcqRel);
-    if token != 0 {
-        if let Some(w) = take(slot.slot_index(), token) {
+    if slot.take_armed() {
+        let index = slot.slot_index();
+        let w = WATCHES.lock().as_mut().and_then(|m| m.remove(&index));
+        if let Some(w) = w {
             end(w, false);
         }
     }
@@ -343,11 +335,8 @@ fn fire(key: u64) {
     let Some(w) = take(index, token) else {
         return; // ended already (another of its fds, a job start, a free)
     };
-    if let Some(slot) = slots::at_index(index) {
-        let _ = slot
-            .armed
-            .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed);
-    }
+    // The slot's armed mark stays: only its owner clears it (the next
+    // forget then finds the table entry gone).
     let (handle, seq) = (w.handle, w.seq);
     // The fds first: the callback may resume the job, whose engine may then
     // close and reuse them.
@@ -401,7 +390,7 @@ pub fn after_fork_child() {
     for (index, w) in old.into_iter().flatten() {
         close_all(&w.fds[..w.n]);
         if let Some(slot) = slots::at_index(index) {
-            slot.armed.store(0, Ordering::Relaxed);
+            slot.take_armed();
         }
     }
 }

@@ -81,7 +81,7 @@ pub unsafe extern "C" fn sslasync_set_fd_callbacks(s: *mut SSL, on: c_int) -> c_
         let on = fd_switch(on)?;
         match state::ssl_slot(s) {
             Some(slot) => {
-                slot.fd_on.store(on as usize, Ordering::Relaxed);
+                slot.set_fd_on(on);
                 hook::rewire(slot);
             }
             None => {
@@ -102,9 +102,7 @@ pub unsafe extern "C" fn sslasync_get_fd_callbacks(s: *const SSL) -> c_int {
         if s.is_null() {
             return Err(Error::NullParameter);
         }
-        let on = state::ssl_slot(s.cast_mut()).map_or(adapter::default_on(), |slot| {
-            slot.fd_on.load(Ordering::Relaxed) != 0
-        });
+        let on = state::ssl_slot(s.cast_mut()).map_or(adapter::default_on(), |slot| slot.fd_on());
         Ok(on as c_int)
     })
 }

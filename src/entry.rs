@@ -251,7 +251,7 @@ entry! {
         if !state::has_wait_ctx(s) {
             return Ok(0);
         }
-        let reported = state::ssl_slot(s).is_some_and(|slot| slot.reported.load(Ordering::Acquire) != 0);
+        let reported = state::ssl_slot(s).is_some_and(|slot| slot.reported());
         let v = if reported { sys::ASYNC_STATUS_OK } else { sys::ASYNC_STATUS_UNSUPPORTED };
         // SAFETY: status is a non-NULL int pointer from the caller.
         unsafe { *status = v };

@@ -69,13 +69,10 @@ pub unsafe fn start_job(
         }
         _ => None,
     };
-    let adapted = wired.map(|(s, _)| s).filter(|s| {
-        s.fd_on.load(Ordering::Relaxed) != 0 || s.reported.load(Ordering::Relaxed) != 0
-    });
-    let calls_before = adapted.and_then(|s| {
-        // SAFETY: wctx is this SSL's live wait ctx.
-        std::panic::catch_unwind(|| unsafe { adapter::job_starting(s, wctx) }).ok()?;
-        Some(s.engine_calls.load(Ordering::Acquire))
+    let adapted = wired.map(|(s, _)| s).filter(|s| s.fd_on() || s.reported());
+    // SAFETY: wctx is this SSL's live wait ctx.
+    let started = adapted.filter(|&s| {
+        std::panic::catch_unwind(|| unsafe { adapter::job_starting(s, wctx) }).is_ok()
     });
     if !stats::enabled() && adapted.is_none() {
         // SAFETY: forwarding the caller's arguments unchanged.
@@ -87,9 +84,9 @@ pub unsafe fn start_job(
     }
     // SAFETY: forwarding the caller's arguments unchanged.
     let r = unsafe { real(job, wctx, ret, func, args, size) };
-    if let (Some(s), Some(calls), sys::ASYNC_PAUSE) = (adapted, calls_before, r) {
+    if let (Some(s), sys::ASYNC_PAUSE) = (started, r) {
         // SAFETY: wctx is this SSL's live wait ctx, and the SSL's job paused.
-        let _ = std::panic::catch_unwind(|| unsafe { adapter::paused(s, wctx, calls) });
+        let _ = std::panic::catch_unwind(|| unsafe { adapter::paused(s, wctx) });
     }
     if stats::enabled() && !wctx.is_null() {
         // SAFETY: wctx is the SSL's wait ctx, alive across the call.
@@ -108,7 +105,7 @@ pub unsafe fn status_of(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) -> c_int
     if waitctx::HAS_CALLBACK {
         // SAFETY: caller.
         unsafe { waitctx::status(wctx) }
-    } else if slot.is_some_and(|s| s.reported.load(Ordering::Acquire) != 0) {
+    } else if slot.is_some_and(Slot::reported) {
         sys::ASYNC_STATUS_OK
     } else {
         sys::ASYNC_STATUS_UNSUPPORTED
@@ -121,7 +118,7 @@ fn set_wait_callback(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) {
     let (cb, arg): (waitctx::Callback, *mut c_void) = match slot {
         Some(s) => {
             s.wired.store(wctx.cast(), Ordering::Relaxed);
-            let t = if s.fd_on.load(Ordering::Relaxed) != 0 {
+            let t = if s.fd_on() {
                 adapter::trampoline_fd
             } else {
                 trampoline

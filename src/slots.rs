@@ -57,19 +57,23 @@ pub struct Slot {
     busy: AtomicUsize,
     /// Monotonic nanoseconds of the job start that may pause (stats only).
     pub started_ns: AtomicU64,
-    /// Whether the fd adapter serves this SSL (1) or not (0).
-    pub fd_on: AtomicUsize,
-    /// Counts the SSL's job starts: an armed pause remembers the value it
-    /// was armed under, and a later job start makes that arm stale.
-    pub pause_seq: AtomicU64,
-    /// The token of the fd watch armed for the SSL's current pause, 0 if none.
-    pub armed: AtomicU64,
-    /// Callbacks the engine itself made through the adapter's trampoline,
-    /// so the hook can tell whether a job's engine called back.
-    pub engine_calls: AtomicUsize,
-    /// 1 while the adapter reports `ASYNC_STATUS_OK` for the current pause.
-    pub reported: AtomicUsize,
+    /// The fd adapter's state of the SSL: the flags below, and above them
+    /// the count of the SSL's job starts (an armed pause remembers the count
+    /// it was armed under; a later job start makes that arm stale). One
+    /// word, so an SSL using the API costs 64 bytes.
+    mode: AtomicU64,
 }
+
+/// `mode` flags: the adapter serves the SSL;
+const FD_ON: u64 = 1;
+/// the adapter reports `ASYNC_STATUS_OK` for the current pause;
+const REPORTED: u64 = 2;
+/// the engine called the adapter's trampoline since the last job start;
+const ENGINE_CALLED: u64 = 4;
+/// a watch may be armed for the SSL (set and cleared by its owner only);
+const ARMED: u64 = 8;
+/// and the job-start count, above the flags.
+const SEQ_ONE: u64 = 1 << 8;
 
 /// What a delivery may call: read under a claim, valid while it is held.
 pub struct Target {
@@ -102,11 +106,7 @@ impl Slot {
             wired: AtomicPtr::new(ptr::null_mut()),
             busy: AtomicUsize::new(0),
             started_ns: AtomicU64::new(0),
-            fd_on: AtomicUsize::new(0),
-            pause_seq: AtomicU64::new(0),
-            armed: AtomicU64::new(0),
-            engine_calls: AtomicUsize::new(0),
-            reported: AtomicUsize::new(0),
+            mode: AtomicU64::new(0),
         }
     }
 
@@ -127,9 +127,10 @@ impl Slot {
     /// Gives the (unowned, quiescent) slot to a new SSL.
     fn assign(&self, ssl: *mut SSL, callback: usize, arg: *mut c_void, fd_on: bool) {
         self.ssl.store(ssl, Ordering::Release);
-        self.fd_on.store(fd_on as usize, Ordering::Relaxed);
-        self.armed.store(0, Ordering::Relaxed);
-        self.reported.store(0, Ordering::Relaxed);
+        // The count carries on across owners: a stale arm stays stale.
+        let seq = self.mode.load(Ordering::Relaxed) & !(SEQ_ONE - 1);
+        self.mode
+            .store(seq | if fd_on { FD_ON } else { 0 }, Ordering::Relaxed);
         self.arg.store(arg, Ordering::Release);
         self.wired.store(ptr::null_mut(), Ordering::Release);
         self.started_ns.store(0, Ordering::Relaxed);
@@ -180,18 +181,86 @@ impl Slot {
     ) -> Option<(Target, Claim<'_>)> {
         let (target, claim) = self.begin_delivery(handle, me)?;
         // After the claim and begin_delivery's fence: pairs with end_pause.
-        if self.pause_seq.load(Ordering::Acquire) != seq {
+        if self.pause_seq() != seq {
             return None;
         }
         Some((target, claim))
     }
 
     /// A job start of the SSL (the application resuming it, or a new job):
-    /// the armed pause is over. Returns once no other thread is delivering
-    /// for it, so no callback for that pause starts or runs afterwards.
+    /// the armed pause is over, and the engine has not called back for the
+    /// new job yet. Returns once no other thread is delivering for the SSL,
+    /// so no callback for that pause starts or runs afterwards.
     pub fn end_pause(&self, me: usize) {
-        self.pause_seq.fetch_add(1, Ordering::AcqRel);
+        let mut cur = self.mode.load(Ordering::Relaxed);
+        loop {
+            let next = cur.wrapping_add(SEQ_ONE) & !ENGINE_CALLED;
+            match self
+                .mode
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
         self.quiesce(me);
+    }
+
+    /// The SSL's job-start count (what an arm records).
+    pub fn pause_seq(&self) -> u64 {
+        self.mode.load(Ordering::Acquire) >> 8
+    }
+
+    fn flag(&self, f: u64) -> bool {
+        self.mode.load(Ordering::Acquire) & f != 0
+    }
+
+    fn set_flag(&self, f: u64, on: bool) -> bool {
+        let old = if on {
+            self.mode.fetch_or(f, Ordering::AcqRel)
+        } else {
+            self.mode.fetch_and(!f, Ordering::AcqRel)
+        };
+        old & f != 0
+    }
+
+    /// Whether the fd adapter serves the SSL.
+    pub fn fd_on(&self) -> bool {
+        self.flag(FD_ON)
+    }
+
+    pub fn set_fd_on(&self, on: bool) {
+        self.set_flag(FD_ON, on);
+    }
+
+    /// Whether the adapter reports `ASYNC_STATUS_OK` for the current pause.
+    pub fn reported(&self) -> bool {
+        self.flag(REPORTED)
+    }
+
+    /// Sets or clears the report; returns whether it was set.
+    pub fn set_reported(&self, on: bool) -> bool {
+        self.set_flag(REPORTED, on)
+    }
+
+    /// The engine called back (through the adapter's trampoline).
+    pub fn note_engine_call(&self) {
+        self.set_flag(ENGINE_CALLED, true);
+    }
+
+    /// Whether the engine called back since the last job start.
+    pub fn engine_called(&self) -> bool {
+        self.flag(ENGINE_CALLED)
+    }
+
+    /// Marks a watch as armed (by the SSL's owner).
+    pub fn set_armed(&self) {
+        self.set_flag(ARMED, true);
+    }
+
+    /// Clears the armed mark; whether it was set (a watch may need ending).
+    pub fn take_armed(&self) -> bool {
+        self.set_flag(ARMED, false)
     }
 
     /// The claim when `busy` was taken: by this thread (a delivery re-entered
@@ -496,8 +565,9 @@ mod tests {
 
     #[test]
     fn a_slot_stays_small() {
-        // The per-SSL memory budget: a slot plus OpenSSL's ex_data entry.
-        assert!(std::mem::size_of::<Slot>() <= 56);
+        // The per-SSL memory budget: a slot plus OpenSSL's ex_data entry
+        // (eight words: seven for callbacks, one for the fd adapter).
+        assert!(std::mem::size_of::<Slot>() <= 64);
     }
 }
 
@@ -555,7 +625,7 @@ mod loom_tests {
         loom::model(|| {
             let slot = live_slot();
             let handle = slot.handle() as u64;
-            let seq = slot.pause_seq.load(Ordering::Acquire);
+            let seq = slot.pause_seq();
             let resumed = Arc::new(AtomicBool::new(false));
             let (s, r) = (slot.clone(), resumed.clone());
             let poller = thread::spawn(move || {
