@@ -185,7 +185,7 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
             // Unwatched: give the pause back to the application's fds,
             // unless the poller already took it (then it delivers).
             if let Some(w) = take(index, token) {
-                end(w, false);
+                end(w);
                 slot.take_armed();
                 slot.set_reported(false);
                 // SAFETY: wctx is live (caller).
@@ -206,7 +206,7 @@ pub fn forget(slot: &Slot) {
         let index = slot.slot_index();
         let w = WATCHES.lock().as_mut().and_then(|m| m.remove(&index));
         if let Some(w) = w {
-            end(w, false);
+            end(w);
         }
     }
 }
@@ -227,8 +227,14 @@ fn take(index: u32, token: u64) -> Option<Watch> {
     }
 }
 
-/// Stops watching `w`'s fds and closes them; counts how the watch ended.
-fn end(w: Watch, delivered: bool) {
+/// Ends a watch that did not fire: stops watching, counts a drop.
+fn end(w: Watch) {
+    unwatch(&w);
+    stats::adapter_dropped();
+}
+
+/// Takes `w`'s fds out of the epoll set and closes them.
+fn unwatch(w: &Watch) {
     let ep = EPOLL.load(Ordering::Acquire);
     for &fd in &w.fds[..w.n] {
         if ep >= 0 {
@@ -239,11 +245,6 @@ fn end(w: Watch, delivered: bool) {
         }
     }
     close_all(&w.fds[..w.n]);
-    if delivered {
-        stats::adapter_delivered();
-    } else {
-        stats::adapter_dropped();
-    }
 }
 
 fn close_all(fds: &[c_int]) {
@@ -335,19 +336,12 @@ fn fire(key: u64) {
     let Some(w) = take(index, token) else {
         return; // ended already (another of its fds, a job start, a free)
     };
-    // The slot's armed mark stays: only its owner clears it (the next
-    // forget then finds the table entry gone).
-    let (handle, seq) = (w.handle, w.seq);
-    // The fds first: the callback may resume the job, whose engine may then
-    // close and reuse them.
-    let ep = EPOLL.load(Ordering::Acquire);
-    for &fd in &w.fds[..w.n] {
-        // SAFETY: the shim's own dups (see `end`).
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-    }
-    close_all(&w.fds[..w.n]);
+    // The slot's armed mark stays: only its owner clears it (its next
+    // forget finds the entry gone). The fds go first: the callback may
+    // resume the job, whose engine may then close and reuse them.
+    unwatch(&w);
     // SAFETY: handle and seq were recorded for this slot when it was armed.
-    if unsafe { deliver::deliver_pause(handle, seq) } {
+    if unsafe { deliver::deliver_pause(w.handle, w.seq) } {
         stats::adapter_delivered();
     } else {
         stats::adapter_dropped();
