@@ -3,7 +3,10 @@
 //!
 //! Inert means pure forwarding: while the shim is inert every entry point
 //! calls the real function with the caller's arguments, NULL ones included,
-//! and nothing else happens. Active, NULL required pointers return 0 (NULL)
+//! and nothing else happens. One exception: when the process runs another
+//! OpenSSL, the five API functions return 0 and touch nothing (their caller
+//! may hold that OpenSSL's objects, reaching the shim by an unversioned or
+//! weak reference). Active, NULL required pointers return 0 (NULL)
 //! with `ERR_R_PASSED_NULL_PARAMETER` queued, and the body runs behind
 //! `catch_unwind`, so neither a panic nor an error crosses into C.
 

@@ -131,6 +131,9 @@ pub fn init() {
             );
         }
         Err(why) => {
+            if real::foreign_openssl() {
+                real::drop_api();
+            }
             STATE.store(INERT, Ordering::Release);
             notice!("inactive, OpenSSL's own behaviour applies: {why}");
         }

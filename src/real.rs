@@ -175,6 +175,30 @@ fn other_libssl(ours: usize) -> Option<String> {
     })
 }
 
+/// Whether the process runs another OpenSSL than the shim's: then a call
+/// reaching the shim's API functions may come from code holding that
+/// OpenSSL's objects (an unversioned or weak reference binds to any node).
+pub fn foreign_openssl() -> bool {
+    let linked = object_of(sys::SSL_get_ex_data as *const () as usize).map(|o| o.0);
+    let process = SSL_new().and_then(|f| object_of(f as usize)).map(|o| o.0);
+    process != linked || other_libssl(linked.unwrap_or(0)).is_some()
+}
+
+/// Forgets the real API functions, so that the shim's API exports fail
+/// (0, touching nothing) instead of handing another OpenSSL's objects to
+/// this one's libssl.
+pub fn drop_api() {
+    for c in [
+        &cell::SSL_CTX_set_async_callback,
+        &cell::SSL_CTX_set_async_callback_arg,
+        &cell::SSL_set_async_callback,
+        &cell::SSL_set_async_callback_arg,
+        &cell::SSL_get_async_status,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
 /// The OpenSSL major version the shim was compiled against.
 pub fn built_major() -> u64 {
     const MAJOR: &str = env!("SSLASYNC_OPENSSL_MAJOR");
