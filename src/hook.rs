@@ -70,8 +70,8 @@ pub unsafe fn start_job(
         _ => None,
     };
     let adapted = wired.map(|(s, _)| s).filter(|s| s.fd_on() || s.reported());
-    // SAFETY: wctx is this SSL's live wait ctx.
     let started = adapted.filter(|&s| {
+        // SAFETY: wctx is this SSL's live wait ctx.
         std::panic::catch_unwind(|| unsafe { adapter::job_starting(s, wctx) }).is_ok()
     });
     if !stats::enabled() && adapted.is_none() {

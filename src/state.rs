@@ -1,13 +1,14 @@
 //! The shim's state on OpenSSL's own objects: one ex_data index on `SSL_CTX`
-//! (the callback and arg `SSL_new` copies) and one on `SSL` (its slot).
+//! (the callback, arg and fd-adapter choice `SSL_new` copies) and one on
+//! `SSL` (its slot).
 //!
 //! A CTX created after the shim initialised gets its record from the ex_data
 //! constructor, so the record exists before any thread can use the CTX and
 //! ex_data is never written afterwards (OpenSSL's ex_data is not safe to
 //! insert into while another thread reads it). A CTX created earlier (by
 //! another library's constructor) gets its record in a side table instead.
-//! An SSL gets a slot only when it uses the API or its CTX had a callback or
-//! arg at `SSL_new`.
+//! An SSL gets a slot only when it uses the API or its CTX had a callback,
+//! an arg or an fd-adapter choice at `SSL_new`.
 
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
