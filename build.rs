@@ -181,6 +181,7 @@ fn bindings(include: &str, out: &Path) {
         .allowlist_function("ASYNC_WAIT_CTX_get_all_fds|SSL_get_all_async_fds")
         .allowlist_function("ASYNC_WAIT_CTX_(new|free)")
         .allowlist_function("CRYPTO_(get|set)_ex_data|SSL_CTX_set_ex_data")
+        .allowlist_function("SSL_up_ref")
         .blocklist_type("CRYPTO_EX_DATA|crypto_ex_data_st")
         .allowlist_type("ASYNC_callback_fn")
         .allowlist_var("ASYNC_(ERR|NO_JOBS|PAUSE|FINISH)")

@@ -9,9 +9,10 @@
  *  - setting a NULL callback returns the SSL to wait-fd notification;
  *  - a NULL SSL, SSL_CTX or status pointer returns 0 and queues
  *    ERR_R_PASSED_NULL_PARAMETER instead of crashing;
- *  - once SSL_free(s) or SSL_set_async_callback(s, NULL) returns, s's
- *    callback is not running and will not start (so do not call them while
- *    holding a lock your callback takes).
+ *  - once SSL_free(s) or SSL_set_async_callback(s, NULL) returns, no
+ *    callback of s starts; neither waits for a callback already running on
+ *    another thread, and SSL_free leaves the real free to the end of that
+ *    callback, so its SSL* stays valid until it returns.
  */
 
 #ifndef SSLASYNC_H
@@ -47,7 +48,8 @@ extern "C" {
 int SSL_CTX_set_async_callback(SSL_CTX *ctx, SSL_async_callback_fn callback);
 int SSL_CTX_set_async_callback_arg(SSL_CTX *ctx, void *arg);
 /* Sets (NULL: clears) one SSL's callback, from its next job start or resume
- * on; a clear returns once no callback of s runs on another thread. */
+ * on; no callback of s starts after a clear returned (one already running on
+ * another thread is not waited for). */
 int SSL_set_async_callback(SSL *s, SSL_async_callback_fn callback);
 /* The argument passed to the SSL's callback; read when it fires. */
 int SSL_set_async_callback_arg(SSL *s, void *arg);
@@ -158,6 +160,26 @@ typedef struct sslasync_stats {
    * duplicated or watched).
    */
   uint64_t adapter_unavailable;
+  /**
+   * `SSL_free` calls that returned at once while a callback of the SSL
+   * ran on another thread: the SSL was freed when that callback returned
+   * (counted whether or not counting is on).
+   */
+  uint64_t frees_deferred;
+  /**
+   * Job starts of SSLs whose callback was set past the shim (a library
+   * loaded with `RTLD_DEEPBIND`, libssl called through a handle): they get
+   * OpenSSL's own behaviour, and `sslasync_active()` returns 0 (counted
+   * whether or not counting is on, while any SSL of the process uses the
+   * API through the shim).
+   */
+  uint64_t jobs_bypassed;
+  /**
+   * Where the shim stands with libssl's job layout: 0 not measured yet
+   * (no SSL that uses the API has started a job), 1 measured, 2 not one
+   * the shim can trust (its protections are off; `sslasync_active()` 0).
+   */
+  uint64_t job_layout;
 } sslasync_stats;
 
 #ifdef __cplusplus
@@ -193,14 +215,16 @@ int sslasync_get_fd_callbacks(const SSL *s);
 int sslasync_stats_get(struct sslasync_stats *out, size_t size);
 
 /**
- * 1 when the shim is active in this process, 0 when it is inert (its
- * self-check failed or `SSLASYNC_DISABLE=1`: every OpenSSL function then
- * behaves exactly as without it). A program can log it at start-up.
+ * 1 when the shim gives its protections to the SSLs of this process; 0
+ * when it is inert (its self-check failed or `SSLASYNC_DISABLE=1`: every
+ * OpenSSL function then behaves exactly as without it), when libssl's job
+ * layout turned out not to be one it can trust, or once it saw an SSL
+ * whose callback was set past it. A program can log it at start-up.
  */
 int sslasync_active(void);
 
 /**
- * The version of the loaded library, e.g. "0.2.0" (compare it with the
+ * The version of the loaded library, e.g. "0.4.0" (compare it with the
  * header's `SSLASYNC_VERSION`). The string is static; never NULL.
  */
 const char *sslasync_version(void);

@@ -19,7 +19,9 @@ use crate::deliver;
 use crate::log::{debug, notice};
 use crate::slots::{self, Slot};
 use crate::stats;
-use crate::sync::{current_thread, SpinLock};
+use crate::sync::Lock;
+use crate::thread;
+use crate::unwind;
 use crate::sys::{self, ASYNC_WAIT_CTX};
 use crate::waitctx;
 
@@ -35,14 +37,14 @@ pub const SWITCHABLE: bool = cfg!(not(sslasync_ossl111));
 /// Reads `SSLASYNC_FD_CALLBACKS` (`1` on, `0` or unset off); anything else
 /// is said once on stderr and counts as `0`.
 pub fn init_from_env() {
-    let on = match std::env::var_os("SSLASYNC_FD_CALLBACKS") {
+    let on = match crate::env(c"SSLASYNC_FD_CALLBACKS") {
         None => false,
-        Some(v) if v == "1" => true,
-        Some(v) if v == "0" => false,
+        Some(b"1") => true,
+        Some(b"0") => false,
         Some(v) => {
             notice!(
                 "SSLASYNC_FD_CALLBACKS={} is not 0 or 1: {}",
-                v.to_string_lossy(),
+                String::from_utf8_lossy(v),
                 if SWITCHABLE {
                     "the fd adapter stays off"
                 } else {
@@ -53,6 +55,7 @@ pub fn init_from_env() {
         }
     };
     DEFAULT_ON.store(on || !SWITCHABLE, Ordering::Relaxed);
+    thread::remember_initial_placement();
 }
 
 /// The adapter setting of an SSL whose CTX never chose one.
@@ -71,7 +74,7 @@ pub fn trampoline_address() -> usize {
 /// the plain trampoline, but it tells the hook the engine called back (so
 /// that pause is not armed) and ends a watch that engine made redundant.
 /// It is a distinct address so such SSLs never take the hook's fast path.
-pub unsafe extern "C" fn trampoline_fd(arg: *mut c_void) -> c_int {
+pub unsafe extern "C-unwind" fn trampoline_fd(arg: *mut c_void) -> c_int {
     if let Some(slot) = slots::named(arg).filter(|s| s.handle() == arg) {
         slot.note_engine_call();
         let _ = std::panic::catch_unwind(|| forget(slot));
@@ -97,17 +100,17 @@ struct Watch {
 }
 
 /// Armed pauses by slot index (a slot has at most one paused job).
-static WATCHES: SpinLock<Option<HashMap<u32, Watch>>> = SpinLock::new(None);
+static WATCHES: Lock<Option<HashMap<u32, Watch>>> = Lock::new(None);
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 /// A job of an SSL the adapter serves is about to start or resume: the
-/// current pause, if armed, is over. Waits for a delivery of this SSL that
-/// is running on another thread, so none starts or runs after this returns.
+/// current pause, if armed, is over, and no callback for it starts after
+/// this returned (one already running on another thread is not waited for).
 ///
 /// # Safety
 /// `wctx` is the SSL's live wait ctx.
 pub unsafe fn job_starting(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
-    slot.end_pause(current_thread());
+    slot.end_pause();
     forget(slot);
     if slot.set_reported(false) {
         // The OK was the adapter's, for the pause now ending: back to what
@@ -168,10 +171,19 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
     slot.set_reported(true);
     // SAFETY: wctx is live (caller).
     unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_OK) };
-    WATCHES
-        .lock()
-        .get_or_insert_with(HashMap::new)
-        .insert(index, watch);
+    {
+        let mut table = WATCHES.lock();
+        let map = table.get_or_insert_with(HashMap::new);
+        if map.try_reserve(1).is_err() {
+            drop(table);
+            close_all(&dups[..n]);
+            slot.set_reported(false);
+            // SAFETY: wctx is live (caller).
+            unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED) };
+            return unavailable(format_args!("no memory for the watch"));
+        }
+        map.insert(index, watch);
+    }
     slot.set_armed();
     stats::adapter_armed();
     let key = token << INDEX_BITS | index as u64;
@@ -258,7 +270,7 @@ fn close_all(fds: &[c_int]) {
 
 /// The poller's epoll fd, -1 until it runs.
 static EPOLL: AtomicI32 = AtomicI32::new(-1);
-static STARTING: SpinLock<()> = SpinLock::new(());
+static STARTING: Lock<()> = Lock::new(());
 
 /// The running poller's epoll fd, starting it on first use.
 fn poller() -> Option<c_int> {
@@ -276,7 +288,7 @@ fn poller() -> Option<c_int> {
     if ep < 0 {
         return None;
     }
-    if !spawn_with_signals_blocked(ep) {
+    if !start_poller(ep) {
         // SAFETY: ep was created above and nothing else knows it.
         unsafe { libc::close(ep) };
         return None;
@@ -286,23 +298,51 @@ fn poller() -> Option<c_int> {
     Some(ep)
 }
 
-/// Starts the poller thread with every signal blocked, so the host's signal
-/// handlers never run on the shim's thread.
-fn spawn_with_signals_blocked(ep: c_int) -> bool {
-    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
-    // swaps this thread's mask and the old one is restored below.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        // The default stack: the application's callbacks run on it.
-        let spawned = std::thread::Builder::new()
-            .name("sslasync-fd".into())
-            .spawn(move || run(ep))
-            .is_ok();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        spawned
+/// Starts a poller thread on `ep` (see `thread.rs` for its attributes).
+fn start_poller(ep: c_int) -> bool {
+    thread::spawn(c"sslasync-fd", poller_main, ep as usize as *mut c_void)
+}
+
+/// The poller thread. If a callback ends it (`pthread_exit`, a
+/// cancellation), the cleanup handler starts a replacement on the same
+/// epoll set, so armed pauses are still delivered.
+unsafe extern "C-unwind" fn poller_main(arg: *mut c_void) -> *mut c_void {
+    let ep = arg as usize as c_int;
+    unwind::guarded(poller_ended, arg, || run(ep));
+    std::ptr::null_mut()
+}
+
+/// glibc's cleanup handler for a poller thread that a callback ended.
+unsafe extern "C" fn poller_ended(arg: *mut c_void) {
+    let ep = arg as usize as c_int;
+    let _ = std::panic::catch_unwind(|| {
+        if start_poller(ep) {
+            notice!("fd adapter: a callback ended the poller thread; a new one took over");
+        } else {
+            notice!("fd adapter: a callback ended the poller thread and none can start");
+            abandon_poller(ep);
+        }
+    });
+}
+
+/// The poller cannot go on: every armed pause is called back now, as if its
+/// fd were ready (the application resumes the job, which pauses again if
+/// the engine is not done and is armed with a new poller), so that no
+/// application waits for a callback that would never come.
+fn abandon_poller(ep: c_int) {
+    let _ = EPOLL.compare_exchange(ep, -1, Ordering::AcqRel, Ordering::Relaxed);
+    loop {
+        let next = std::panic::catch_unwind(|| {
+            let mut table = WATCHES.lock();
+            let map = table.as_mut()?;
+            let index = *map.keys().next()?;
+            map.remove(&index)
+        });
+        let Ok(Some(w)) = next else {
+            break;
+        };
+        close_all(&w.fds[..w.n]);
+        deliver_watch(&w);
     }
 }
 
@@ -313,33 +353,40 @@ fn run(ep: c_int) {
         // SAFETY: events has room for BATCH entries.
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), BATCH as c_int, -1) };
         if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            notice!(
-                "fd adapter: the poller stopped: {}",
-                std::io::Error::last_os_error()
-            );
+            notice!("fd adapter: the poller stopped: {err}");
+            abandon_poller(ep);
             return;
         }
         for ev in &events[..n as usize] {
             let key = ev.u64;
-            let _ = std::panic::catch_unwind(|| fire(key));
+            // The shim's own part may not unwind into this loop; the
+            // user's callback, outside it, may end the thread.
+            if let Ok(Some(w)) = std::panic::catch_unwind(|| fired(key)) {
+                deliver_watch(&w);
+            }
         }
     }
 }
 
-/// A watched fd is readable: end its watch and call the user, once.
-fn fire(key: u64) {
+/// A watched fd is readable: end its watch (once, whichever of its fds).
+fn fired(key: u64) -> Option<Watch> {
     let index = (key & ((1 << INDEX_BITS) - 1)) as u32;
     let token = key >> INDEX_BITS;
-    let Some(w) = take(index, token) else {
-        return; // ended already (another of its fds, a job start, a free)
-    };
+    // None: ended already (another of its fds, a job start, a free).
+    let w = take(index, token)?;
     // The slot's armed mark stays: only its owner clears it (its next
     // forget finds the entry gone). The fds go first: the callback may
     // resume the job, whose engine may then close and reuse them.
     unwatch(&w);
+    Some(w)
+}
+
+/// Calls the user for an ended watch, once.
+fn deliver_watch(w: &Watch) {
     // SAFETY: handle and seq were recorded for this slot when it was armed.
     if unsafe { deliver::deliver_pause(w.handle, w.seq) } {
         stats::adapter_delivered();
@@ -372,8 +419,8 @@ pub fn after_fork_parent() {
 pub fn after_fork_child() {
     // SAFETY: before_fork took both on this thread.
     unsafe {
-        WATCHES.release_after_fork();
-        STARTING.release_after_fork();
+        WATCHES.reset_in_child();
+        STARTING.reset_in_child();
     }
     let ep = EPOLL.swap(-1, Ordering::AcqRel);
     if ep >= 0 {

@@ -137,19 +137,21 @@ pub unsafe extern "C" fn sslasync_stats_get(out: *mut sslasync_stats, size: size
     .unwrap_or(0)
 }
 
-/// 1 when the shim is active in this process, 0 when it is inert (its
-/// self-check failed or `SSLASYNC_DISABLE=1`: every OpenSSL function then
-/// behaves exactly as without it). A program can log it at start-up.
+/// 1 when the shim gives its protections to the SSLs of this process; 0
+/// when it is inert (its self-check failed or `SSLASYNC_DISABLE=1`: every
+/// OpenSSL function then behaves exactly as without it), when libssl's job
+/// layout turned out not to be one it can trust, or once it saw an SSL
+/// whose callback was set past it. A program can log it at start-up.
 #[no_mangle]
 pub extern "C" fn sslasync_active() -> c_int {
     std::panic::catch_unwind(|| {
         crate::init();
-        crate::active() as c_int
+        crate::protecting() as c_int
     })
     .unwrap_or(0)
 }
 
-/// The version of the loaded library, e.g. "0.2.0" (compare it with the
+/// The version of the loaded library, e.g. "0.4.0" (compare it with the
 /// header's `SSLASYNC_VERSION`). The string is static; never NULL.
 #[no_mangle]
 pub extern "C" fn sslasync_version() -> *const c_char {

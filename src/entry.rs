@@ -17,12 +17,12 @@ use std::sync::atomic::Ordering;
 use libc::{c_int, c_void};
 
 use crate::error::Error;
+use crate::free;
 use crate::gate;
 use crate::hook;
 use crate::internals;
 use crate::state;
 use crate::stats;
-use crate::sync::current_thread;
 use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
 use crate::waitctx;
 use crate::SSL_async_callback_fn;
@@ -36,6 +36,9 @@ impl Failure for c_int {
 }
 impl<T> Failure for *mut T {
     const FAILURE: *mut T = ptr::null_mut();
+}
+impl Failure for () {
+    const FAILURE: () = ();
 }
 
 /// Generates the exported function `$name` (the real OpenSSL function of
@@ -155,11 +158,6 @@ entry! {
         let r = real.map_or(1, |real| unsafe { real(ctx, callback) });
         stats::api_used();
         if r == 1 {
-            if callback.is_some() {
-                // Measured now, while the application is configuring, rather
-                // than on its first connection.
-                internals::ensure_job_layout(gate::hold);
-            }
             let cs = state::ctx_state(ctx, true).ok_or(Error::OutOfMemory)?;
             cs.callback.store(callback_word(callback), Ordering::Release);
         }
@@ -185,8 +183,9 @@ entry! {
 
 entry! {
     /// Sets (or with NULL clears) the callback of one `SSL`; it takes effect
-    /// from the SSL's next job start or resume, whenever it is set. A clear
-    /// returns once no callback of `s` is running on another thread.
+    /// from the SSL's next job start or resume, whenever it is set. After a
+    /// clear returns no delivery that begins calls the callback; one already
+    /// running on another thread is not waited for.
     fn SSL_set_async_callback(s: *mut SSL, callback: SSL_async_callback_fn) -> c_int;
     nonnull: s;
     |real: Option| {
@@ -200,7 +199,7 @@ entry! {
             }
             match state::ssl_slot(s) {
                 Some(slot) => {
-                    slot.set_callback(cb, current_thread());
+                    slot.set_callback(cb);
                     if cb == 0 {
                         hook::unwire(slot);
                     }
@@ -270,7 +269,12 @@ entry! {
         // SAFETY: the caller's argument (NULL included: OpenSSL reports it).
         let s = unsafe { real(ctx) };
         if !s.is_null() && !ctx.is_null() {
-            let _ = std::panic::catch_unwind(|| state::inherit(s, ctx));
+            let _ = std::panic::catch_unwind(|| {
+                // SAFETY: s is fresh from the real SSL_new: its one
+                // reference is this caller's, not yet handed out.
+                unsafe { free::probe_references(s) };
+                state::inherit(s, ctx)
+            });
         }
         Ok(s)
     }
@@ -297,6 +301,24 @@ entry! {
             });
         }
         Ok(copy)
+    }
+}
+
+entry! {
+    /// Interposed so that freeing an SSL that uses the API never waits for
+    /// its callback and never frees it under a callback running on another
+    /// thread (`free.rs`). While no SSL in the process has a record, a tail
+    /// call.
+    fn SSL_free(s: *mut SSL) -> ();
+    forward_when: !gate::open() || s.is_null();
+    |real| {
+        match state::ssl_slot(s) {
+            // SAFETY: s is a live SSL the caller owns a reference of.
+            Some(slot) => unsafe { free::free_ssl(real, s, slot) },
+            // SAFETY: the caller's argument, unchanged.
+            None => unsafe { real(s) },
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@
 //! pause after it.
 
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::{c_int, c_void};
 
@@ -19,7 +19,7 @@ use crate::adapter;
 use crate::deliver::{trampoline, trampoline_address};
 use crate::gate;
 use crate::internals;
-use crate::log::debug;
+use crate::log::{debug, notice};
 use crate::slots::{self, Slot};
 use crate::state;
 use crate::stats;
@@ -43,6 +43,29 @@ pub type StartJob = unsafe extern "C" fn(
 #[inline(always)]
 pub fn pass_through(wctx: *mut ASYNC_WAIT_CTX) -> bool {
     !gate::open() || internals::wait_ctx_is(wctx, trampoline_address())
+}
+
+/// Whether a job of an SSL set up past the shim was seen.
+static BYPASS_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether some SSL of the process got its callback past the shim (a
+/// plugin loaded with `RTLD_DEEPBIND`, or libssl called through a handle):
+/// such SSLs get OpenSSL's own behaviour, so `sslasync_active()` says 0.
+pub fn bypass_seen() -> bool {
+    BYPASS_SEEN.load(Ordering::Relaxed)
+}
+
+#[cold]
+#[inline(never)]
+fn bypassed() {
+    stats::job_bypassed();
+    if !BYPASS_SEEN.swap(true, Ordering::Relaxed) {
+        notice!(
+            "an SSL's async callback was set past sslasync (a library loaded with \
+             RTLD_DEEPBIND, or libssl called through a dlopen handle): such SSLs get OpenSSL's \
+             own behaviour, and sslasync_active() now returns 0"
+        );
+    }
 }
 
 /// The hook's checked path: wire libssl's jobs, then start them.
@@ -123,7 +146,7 @@ fn set_wait_callback(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) {
             } else {
                 trampoline
             };
-            (Some(t), s.handle())
+            (Some(waitctx::as_callback(t)), s.handle())
         }
         None => (None, ptr::null_mut()),
     };
@@ -170,6 +193,11 @@ fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<(&'static Slot, bool
     }
     let has = cur.is_some();
     let Some(slot) = state::ssl_slot(ssl) else {
+        if cur.is_some_and(|(cb, _)| cb != 0) {
+            // libssl wired a callback the shim never saw set: the SSL's
+            // setter or SSL_new bypassed the shim.
+            bypassed();
+        }
         if !has && waitctx::HAS_CALLBACK {
             let mark = internals::slotless_mark() as *mut c_void;
             // SAFETY: wctx is live; a NULL callback keeps engines on wait

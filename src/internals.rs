@@ -4,12 +4,13 @@
 //! | assumption | verified | when it fails |
 //! |---|---|---|
 //! | a job whose entry point lies in libssl's code and whose argument block is `sizeof(struct ssl_async_args)` was started by libssl's `ssl_start_async_job` | the code range is read from the loaded libssl's program headers at load | a job from elsewhere is forwarded untouched |
-//! | the args' first word is the public `SSL*`, and the job out-pointer is `&ssl->job`, a fixed offset from it | at first use, a probe handshake on a known SSL that fails before any crypto measures the offset; every job must then match it, compared without dereferencing | no offset: every job is forwarded untouched (the shim gives native wiring); a mismatch is forwarded untouched and counted |
+//! | the args' first word is the public `SSL*`, and the job out-pointer is `&ssl->job`, a fixed offset from it | measured on the first such job whose first word is an SSL the application gave the API (pointer equality, nothing dereferenced); every later job must match it, compared without dereferencing | until measured, jobs are forwarded untouched; an impossible offset makes the shim give OpenSSL's own wiring and `sslasync_active()` 0; a mismatch is forwarded untouched and counted |
+//! | an SSL's reference count is an `int` inside the object, before `&ssl->job` | once the job offset is known, on a fresh SSL from `SSL_new` (one reference): exactly one word follows `SSL_up_ref` and `SSL_free` 1→2→1→2→1 | unknown: `SSL_free` cannot tell the last reference, so a callback running on another thread at the final free is not waited for by deferring the free (its `SSL*` dangles, as natively) |
 //! | an `ASYNC_WAIT_CTX` keeps its callback and argument in two of its first five words | at load, two known pairs are set through the API and found | the job-start hook always takes its checked (API) path |
 //! | engines read a wait ctx's argument only when its callback is set | OpenSSL's API pairs them; libssl's own argument is the SSL | (design) the "no slot" mark lives only beside a NULL callback |
 
 use std::ptr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering};
 
 use libc::c_void;
 
@@ -40,21 +41,65 @@ fn in_libssl(func: ASYNC_job_fn) -> bool {
 // ---------------------------------------------------------- job arguments
 
 const UNKNOWN: usize = usize::MAX;
-/// `job out-pointer - SSL*` of libssl's jobs, measured by the probe.
+/// An offset no libssl has: the measurement found one (`&ssl->job` is a
+/// small, aligned offset into the SSL object in every version).
+const IMPOSSIBLE: usize = usize::MAX - 1;
+/// `job out-pointer - SSL*` of libssl's jobs, once measured.
 static JOB_OFFSET: AtomicUsize = AtomicUsize::new(UNKNOWN);
-/// The probe's own SSL while it runs (0 otherwise).
-static PROBE_SSL: AtomicUsize = AtomicUsize::new(0);
 /// Jobs that looked like libssl's but failed the offset check.
 static UNVERIFIED: AtomicUsize = AtomicUsize::new(0);
 
-const NOT_PROBED: u8 = 0;
-const PROBING: u8 = 1;
-const PROBED: u8 = 2;
-static PROBE: AtomicU8 = AtomicU8::new(NOT_PROBED);
+/// SSLs given to the API while the offset is unknown: the first libssl job
+/// whose first word is one of them measures it. The newest few are kept;
+/// `SSL_free` takes an SSL out (so an entry is always a live SSL).
+const CANDIDATES: usize = 16;
+static CANDIDATE: [AtomicUsize; CANDIDATES] = [const { AtomicUsize::new(0) }; CANDIDATES];
+static CANDIDATE_NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Jobs forwarded untouched because their arguments did not check out.
 pub fn unverified_jobs() -> u64 {
     UNVERIFIED.load(Ordering::Relaxed) as u64
+}
+
+/// The state of the job layout: 0 not measured yet (no SSL that uses the
+/// API has started a job), 1 measured, 2 found impossible (final).
+pub fn job_layout_state() -> u64 {
+    match JOB_OFFSET.load(Ordering::Relaxed) {
+        UNKNOWN => 0,
+        IMPOSSIBLE => 2,
+        _ => 1,
+    }
+}
+
+/// Whether the layout turned out to be one the shim cannot trust: its
+/// protections (late registration, clearing a wired callback) are off.
+pub fn job_layout_failed() -> bool {
+    JOB_OFFSET.load(Ordering::Relaxed) == IMPOSSIBLE
+}
+
+/// An SSL was given the API (a slot): its first job can measure the layout.
+pub fn note_candidate(ssl: *mut SSL) {
+    if JOB_OFFSET.load(Ordering::Relaxed) != UNKNOWN {
+        return;
+    }
+    let i = CANDIDATE_NEXT.fetch_add(1, Ordering::Relaxed) % CANDIDATES;
+    CANDIDATE[i].store(ssl as usize, Ordering::Release);
+}
+
+/// An SSL is being freed: it can no longer name a job.
+pub fn forget_candidate(ssl: *mut SSL) {
+    if JOB_OFFSET.load(Ordering::Relaxed) != UNKNOWN || ssl.is_null() {
+        return;
+    }
+    for c in &CANDIDATE {
+        let _ = c.compare_exchange(ssl as usize, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+fn is_candidate(first: usize) -> bool {
+    CANDIDATE
+        .iter()
+        .any(|c| c.load(Ordering::Acquire) == first)
 }
 
 /// The SSL a job belongs to, if the job is provably libssl's: entry point
@@ -81,14 +126,38 @@ pub unsafe fn job_ssl(
     if offset == known && first != 0 {
         return Some(first as *mut SSL);
     }
-    if first != 0 && first == PROBE_SSL.load(Ordering::Relaxed) {
-        record_probe(offset);
-    } else if known != UNKNOWN {
+    if known == UNKNOWN {
+        return measure(first, offset);
+    }
+    if known != IMPOSSIBLE {
         unverified(offset);
     }
-    // Not yet measured: no SSL of this process needed wiring so far (the
-    // hook looks only because statistics are counting).
     None
+}
+
+/// While the layout is unknown: a job whose first word is an SSL given to
+/// the API measures it (any other job is forwarded untouched).
+#[cold]
+#[inline(never)]
+fn measure(first: usize, offset: usize) -> Option<*mut SSL> {
+    if first == 0 || !is_candidate(first) {
+        return None;
+    }
+    // &ssl->job lies inside the SSL object, pointer-aligned.
+    let ok = offset < 0x1_0000 && offset % std::mem::align_of::<usize>() == 0;
+    let value = if ok { offset } else { IMPOSSIBLE };
+    match JOB_OFFSET.compare_exchange(UNKNOWN, value, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) if ok => debug!("libssl jobs: &ssl->job = ssl + {offset:#x}"),
+        Ok(_) => notice!(
+            "libssl's async job layout is not one sslasync knows (job at ssl + {offset:#x}): \
+             callbacks keep OpenSSL's own wiring"
+        ),
+        Err(_) => {} // measured by another thread just now
+    }
+    for c in &CANDIDATE {
+        c.store(0, Ordering::Relaxed);
+    }
+    (JOB_OFFSET.load(Ordering::Relaxed) == offset).then_some(first as *mut SSL)
 }
 
 #[cold]
@@ -102,89 +171,138 @@ fn unverified(offset: usize) {
     }
 }
 
-#[cold]
-fn record_probe(offset: usize) {
-    // &ssl->job lies inside the SSL object, pointer-aligned.
-    if offset < 0x1_0000 && offset % std::mem::align_of::<usize>() == 0 {
-        JOB_OFFSET.store(offset, Ordering::Relaxed);
+// -------------------------------------------------------- reference count
+
+/// Byte offset of an SSL's reference count, once measured.
+static REFS_OFFSET: AtomicUsize = AtomicUsize::new(UNKNOWN);
+const REFS_NOT_PROBED: u8 = 0;
+const REFS_PROBING: u8 = 1;
+const REFS_DONE: u8 = 2;
+static REFS_PROBE: AtomicU8 = AtomicU8::new(REFS_NOT_PROBED);
+
+/// Whether `ssl` holds its last reference, if the shim knows where the
+/// count lives (`SSL_free` of it then really frees it).
+#[inline]
+pub fn is_last_reference(ssl: *mut SSL) -> Option<bool> {
+    let off = REFS_OFFSET.load(Ordering::Relaxed);
+    if off == UNKNOWN {
+        return None;
     }
+    // SAFETY: ssl is a live SSL (its SSL_free has not run) and off was
+    // verified to be its aligned int reference count, inside the object.
+    let refs = unsafe { AtomicI32::from_ptr(ssl.cast::<u8>().add(off).cast::<i32>()) };
+    Some(refs.load(Ordering::Acquire) == 1)
 }
 
-/// Measures the job layout once (the first time an SSL may need wiring).
-/// `open_gate` makes the job-start hook look at the probe's job.
-pub fn ensure_job_layout(open_gate: impl Fn(bool)) {
-    let mut spins = 0;
-    loop {
-        match PROBE.compare_exchange(NOT_PROBED, PROBING, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => break,
-            Err(PROBED) => return,
-            Err(_) => crate::sync::relax(&mut spins),
+/// Whether [`probe_references`] would run now: not probed yet, and the
+/// job offset (its bound) known.
+#[inline]
+pub fn references_probe_due() -> bool {
+    REFS_PROBE.load(Ordering::Relaxed) == REFS_NOT_PROBED
+        && !matches!(JOB_OFFSET.load(Ordering::Relaxed), UNKNOWN | IMPOSSIBLE)
+}
+
+/// Finds where the reference count lives, on `ssl`, fresh from `SSL_new`
+/// (its one reference is the caller's, which has not returned it yet),
+/// once the job offset bounds the object. At most one probe runs; others
+/// return at once.
+///
+/// # Safety
+/// `ssl` is a TLS connection object just made by the real `SSL_new`.
+pub unsafe fn probe_references(
+    ssl: *mut SSL,
+    up_ref: unsafe extern "C" fn(*mut SSL) -> libc::c_int,
+    free: unsafe extern "C" fn(*mut SSL),
+) {
+    if REFS_PROBE.load(Ordering::Relaxed) != REFS_NOT_PROBED {
+        return;
+    }
+    let bound = JOB_OFFSET.load(Ordering::Relaxed);
+    if bound == UNKNOWN || bound == IMPOSSIBLE {
+        return;
+    }
+    if REFS_PROBE
+        .compare_exchange(
+            REFS_NOT_PROBED,
+            REFS_PROBING,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return;
+    }
+    // SAFETY: [ssl, ssl + bound) lies inside the SSL object (&ssl->job is
+    // at ssl + bound); the reference changes are undone before returning.
+    let found = unsafe { find_references(ssl, bound, up_ref, free) };
+    match found {
+        Some(off) => {
+            REFS_OFFSET.store(off, Ordering::Release);
+            debug!("SSL reference count at ssl + {off:#x}");
+        }
+        None => debug!(
+            "an SSL's reference count was not found: a callback running at the final \
+             SSL_free is not waited for by deferring the free"
+        ),
+    }
+    REFS_PROBE.store(REFS_DONE, Ordering::Release);
+}
+
+/// The one int among the object's first `bound` bytes that goes 1→2→1→2→1
+/// with two `SSL_up_ref`/`SSL_free` pairs.
+///
+/// # Safety
+/// As for [`probe_references`].
+unsafe fn find_references(
+    ssl: *mut SSL,
+    bound: usize,
+    up_ref: unsafe extern "C" fn(*mut SSL) -> libc::c_int,
+    free: unsafe extern "C" fn(*mut SSL),
+) -> Option<usize> {
+    const MAX: usize = 64;
+    let words = ssl.cast::<i32>();
+    // SAFETY: i < bound / 4 keeps every read inside the object (caller).
+    let word = |i: usize| unsafe { ptr::read_volatile(words.add(i)) };
+    let mut cand = [0usize; MAX];
+    let mut n = 0;
+    // SAFETY: the real SSL_up_ref on a live SSL.
+    if unsafe { up_ref(ssl) } != 1 {
+        return None;
+    }
+    for i in 0..bound / 4 {
+        if word(i) == 2 {
+            if n == MAX {
+                n = 0; // too many: give up below, after undoing the reference
+                break;
+            }
+            cand[n] = i;
+            n += 1;
         }
     }
-    open_gate(true);
-    // A thread of its own: the caller may itself be inside an async job
-    // (a callback run inline), where libssl would start no new one.
-    let ran = std::thread::Builder::new()
-        .name("sslasync-probe".into())
-        .spawn(|| {
-            // SAFETY: plain OpenSSL calls on objects created here.
-            unsafe { probe_handshake() }
-        })
-        .map(|t| t.join().is_ok())
-        .unwrap_or(false);
-    open_gate(false);
-    let offset = JOB_OFFSET.load(Ordering::Relaxed);
-    if offset == UNKNOWN {
-        notice!(
-            "libssl's async job layout could not be verified{}: callbacks keep OpenSSL's own \
-             wiring",
-            if ran { "" } else { " (no probe thread)" }
-        );
+    let keep = |cand: &mut [usize; MAX], n: usize, v: i32| -> usize {
+        let mut m = 0;
+        for k in 0..n {
+            if word(cand[k]) == v {
+                cand[m] = cand[k];
+                m += 1;
+            }
+        }
+        m
+    };
+    // SAFETY: drops the reference taken above (not the last: the caller's
+    // remains), so the real SSL_free only decrements.
+    unsafe { free(ssl) };
+    n = keep(&mut cand, n, 1);
+    // SAFETY: as above, a second pair.
+    if n != 0 && unsafe { up_ref(ssl) } == 1 {
+        n = keep(&mut cand, n, 2);
+        // SAFETY: as above.
+        unsafe { free(ssl) };
+        n = keep(&mut cand, n, 1);
     } else {
-        debug!("libssl jobs: &ssl->job = ssl + {offset:#x}");
+        n = 0;
     }
-    PROBE.store(PROBED, Ordering::Release);
-}
-
-/// A client handshake in async mode on an SSL whose every protocol version
-/// is disabled: libssl starts the job (with the known SSL in its args), and
-/// the job fails at version negotiation, before any key or random is made.
-unsafe fn probe_handshake() {
-    use openssl_sys as o;
-    // SAFETY: each object is checked, used on this thread and freed here.
-    unsafe {
-        let ctx = o::SSL_CTX_new(o::TLS_client_method());
-        if ctx.is_null() {
-            o::ERR_clear_error();
-            return;
-        }
-        o::SSL_CTX_set_options(ctx, o::SSL_OP_NO_SSL_MASK as _);
-        o::SSL_CTX_ctrl(
-            ctx,
-            sys::SSL_CTRL_MODE,
-            sys::SSL_MODE_ASYNC as _,
-            ptr::null_mut(),
-        );
-        let s = o::SSL_new(ctx);
-        if !s.is_null() {
-            o::SSL_set_bio(s, o::BIO_new(o::BIO_s_mem()), o::BIO_new(o::BIO_s_mem()));
-            o::SSL_set_connect_state(s);
-            PROBE_SSL.store(s as usize, Ordering::Relaxed);
-            o::SSL_do_handshake(s);
-            PROBE_SSL.store(0, Ordering::Relaxed);
-            o::SSL_free(s);
-        }
-        o::SSL_CTX_free(ctx);
-        o::ERR_clear_error();
-    }
-}
-
-/// fork() in the child: a probe that was running in the parent is gone
-/// (true then: the caller drops the gate reason the probe held).
-pub fn after_fork_child() -> bool {
-    PROBE
-        .compare_exchange(PROBING, NOT_PROBED, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
+    (n == 1).then(|| cand[0] * 4)
 }
 
 // ------------------------------------------------------- wait-ctx words

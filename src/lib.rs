@@ -43,36 +43,44 @@ mod deliver;
 mod entry;
 mod error;
 mod exports;
+mod free;
 mod gate;
 mod hook;
 mod internals;
 mod log;
 mod real;
+mod retire;
 mod slots;
 mod state;
 mod stats;
 mod sync;
 mod sys;
+mod thread;
+mod unwind;
 mod waitctx;
 
 #[cfg(all(test, not(loom)))]
 mod header_check;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::log::{debug, notice};
 
 #[allow(non_camel_case_types)]
 /// The callback type of the API, exactly as `<openssl/ssl.h>` spells it:
-/// `typedef int (*SSL_async_callback_fn)(SSL *s, void *arg);`
+/// `typedef int (*SSL_async_callback_fn)(SSL *s, void *arg);` Declared
+/// "C-unwind": a thread may end inside a C callback (`pthread_exit`, a
+/// cancellation), which unwinds through the shim's frames.
 pub type SSL_async_callback_fn =
-    Option<unsafe extern "C" fn(s: *mut sys::SSL, arg: *mut libc::c_void) -> libc::c_int>;
+    Option<unsafe extern "C-unwind" fn(s: *mut sys::SSL, arg: *mut libc::c_void) -> libc::c_int>;
 
-const UNINITIALISED: u8 = 0;
-const INITIALISING: u8 = 1;
-const ACTIVE: u8 = 2;
-const INERT: u8 = 3;
-static STATE: AtomicU8 = AtomicU8::new(UNINITIALISED);
+const UNINITIALISED: u32 = 0;
+const INITIALISING: u32 = 1;
+const ACTIVE: u32 = 2;
+const INERT: u32 = 3;
+static STATE: AtomicU32 = AtomicU32::new(UNINITIALISED);
+/// The thread running `init` (a re-entrant call from it must not wait).
+static INIT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the self-check passed and the shim's own behaviour is on. Every
 /// export tests this first; false means pure forwarding.
@@ -81,13 +89,30 @@ pub fn active() -> bool {
     STATE.load(Ordering::Acquire) == ACTIVE
 }
 
+/// Whether the shim gives its protections to every SSL of the process:
+/// active, the job layout not found impossible, and no SSL seen whose
+/// callback was set past the shim (`sslasync_active()`).
+pub fn protecting() -> bool {
+    active() && !internals::job_layout_failed() && !hook::bypass_seen()
+}
+
+/// A variable of the environment, read without allocating.
+pub fn env(name: &std::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv with a NUL-terminated name; the value lives as long as
+    // the environment is not changed (read once, at initialisation).
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: a non-NULL result is a NUL-terminated string.
+    (!v.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes())
+}
+
 /// Resolves the real OpenSSL, runs the self-check and decides active or
-/// inert, once; later calls return at once (concurrent ones wait).
+/// inert, once; later calls return at once (concurrent ones sleep until it
+/// is decided; a call from inside `init` itself returns at once).
 pub fn init() {
     if STATE.load(Ordering::Acquire) >= ACTIVE {
         return;
     }
-    let mut spins = 0;
+    let me = sync::current_thread();
     loop {
         match STATE.compare_exchange(
             UNINITIALISED,
@@ -97,9 +122,11 @@ pub fn init() {
         ) {
             Ok(_) => break,
             Err(ACTIVE) | Err(INERT) => return,
-            Err(_) => sync::relax(&mut spins),
+            Err(_) if INIT_THREAD.load(Ordering::Acquire) == me => return,
+            Err(_) => sync::futex_wait(&STATE, INITIALISING),
         }
     }
+    INIT_THREAD.store(me, Ordering::Release);
     log::init_from_env();
     stats::init_from_env();
     adapter::init_from_env();
@@ -108,7 +135,7 @@ pub fn init() {
         if state::register_indices() {
             Ok(v)
         } else {
-            Err("OpenSSL refused an ex_data index".into())
+            Err(real::Why::NoIndex)
         }
     });
     match verdict {
@@ -124,6 +151,7 @@ pub fn init() {
             }
             register_fork_handlers();
             STATE.store(ACTIVE, Ordering::Release);
+            sync::futex_wake_all(&STATE);
             debug!(
                 "active: libssl code {start:#x}+{len:#x}, OpenSSL {} symbols ({})",
                 real::built_major(),
@@ -135,15 +163,16 @@ pub fn init() {
                 real::drop_api();
             }
             STATE.store(INERT, Ordering::Release);
+            sync::futex_wake_all(&STATE);
             notice!("inactive, OpenSSL's own behaviour applies: {why}");
         }
     }
 }
 
 /// `SSLASYNC_DISABLE=1` turns the shim off without removing the preload.
-fn disabled() -> Result<(), String> {
-    match std::env::var_os("SSLASYNC_DISABLE") {
-        Some(v) if v == "1" => Err("SSLASYNC_DISABLE=1 is set".into()),
+fn disabled() -> Result<(), real::Why> {
+    match env(c"SSLASYNC_DISABLE") {
+        Some(b"1") => Err(real::Why::Disabled),
         _ => Ok(()),
     }
 }
@@ -159,15 +188,12 @@ fn register_fork_handlers() {
     extern "C" fn parent() {
         slots::after_fork_parent();
         adapter::after_fork_parent();
-        state::after_fork();
+        state::after_fork_parent();
     }
     extern "C" fn child() {
-        slots::after_fork_child(sync::current_thread());
+        slots::after_fork_child(deliver::own_claims);
         adapter::after_fork_child();
-        state::after_fork();
-        if internals::after_fork_child() {
-            gate::hold(false); // the probe thread that held it is gone
-        }
+        state::after_fork_child();
     }
     // SAFETY: three plain extern "C" fns with no arguments; registered once,
     // under the init state machine.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
 pub fn init_from_env() {
-    let on = std::env::var_os("SSLASYNC_LOG").is_some_and(|v| v == "debug" || v == "trace");
+    let on = matches!(crate::env(c"SSLASYNC_LOG"), Some(b"debug" | b"trace"));
     DEBUG.store(on, Ordering::Relaxed);
 }
 

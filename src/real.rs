@@ -1,16 +1,20 @@
 //! The real OpenSSL behind the shim: each interposed function resolved for
 //! the version node the shim was built for, and the load-time self-check.
 //!
-//! The shim acts only when its symbols win for that node, the process's
-//! libssl is the one it was built against, and the OpenSSL major matches;
-//! `lib.rs` makes it inert (every export a pure forward) otherwise.
+//! The shim acts only when its symbols win for that node in the program's
+//! global scope, libssl's own calls into libcrypto's `ASYNC_start_job` are
+//! bound to it, the process's libssl is the one it was built against, and
+//! the OpenSSL major matches; `lib.rs` makes it inert (every export a pure
+//! forward) otherwise. Nothing here allocates: the reasons name objects by
+//! the loader's own strings.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
+use std::fmt;
 use std::mem;
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_void};
+use libc::{c_char, c_int, c_void};
 
 use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
 use crate::SSL_async_callback_fn;
@@ -73,6 +77,7 @@ real_fns! {
     SSL_get_async_status: fn(*mut SSL, *mut c_int) -> c_int;
     SSL_new: fn(*mut SSL_CTX) -> *mut SSL;
     SSL_dup: fn(*mut SSL) -> *mut SSL;
+    SSL_free: fn(*mut SSL) -> ();
     ASYNC_start_job: fn(*mut *mut ASYNC_JOB, *mut ASYNC_WAIT_CTX, *mut c_int, ASYNC_job_fn,
                         *mut c_void, usize) -> c_int;
 }
@@ -95,32 +100,56 @@ fn lookup(name: &CStr, fallbacks: &[*mut c_void]) -> *mut c_void {
     ptr::null_mut()
 }
 
-/// A handle on the already-loaded object containing `addr`.
-fn handle_of(addr: usize) -> *mut c_void {
-    match object_of(addr) {
-        Some((_, name)) => {
-            // SAFETY: RTLD_NOLOAD only returns a handle to an object that is
-            // already mapped; the name is NUL-terminated.
-            unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) }
+/// A loaded object: its load base and the loader's name for it.
+#[derive(Clone, Copy)]
+pub struct Object {
+    base: usize,
+    name: *const c_char,
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.name.is_null() {
+            return f.write_str("?");
         }
-        None => ptr::null_mut(),
+        // SAFETY: a NUL-terminated name owned by the loader, valid while the
+        // object stays loaded (objects OpenSSL lives in are never unloaded).
+        let name = unsafe { CStr::from_ptr(self.name) };
+        match name.to_str() {
+            Ok("") => f.write_str("the program"),
+            Ok(s) => f.write_str(s),
+            Err(_) => f.write_str("?"),
+        }
     }
 }
 
-/// The load base and file name of the object containing `addr`.
-fn object_of(addr: usize) -> Option<(usize, CString)> {
+/// A handle on the already-loaded object containing `addr`.
+fn handle_of(addr: usize) -> *mut c_void {
+    match object_of(addr) {
+        Some(o) if !o.name.is_null() => {
+            // SAFETY: RTLD_NOLOAD only returns a handle to an object that is
+            // already mapped; the name is NUL-terminated.
+            unsafe { libc::dlopen(o.name, libc::RTLD_NOW | libc::RTLD_NOLOAD) }
+        }
+        _ => ptr::null_mut(),
+    }
+}
+
+/// The object containing `addr`.
+fn object_of(addr: usize) -> Option<Object> {
     if addr == 0 {
         return None;
     }
     // SAFETY: Dl_info is plain data; dladdr fills it or returns 0.
     let mut info: libc::Dl_info = unsafe { mem::zeroed() };
     // SAFETY: dladdr accepts any address.
-    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 {
         return None;
     }
-    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_owned();
-    Some((info.dli_fbase as usize, name))
+    Some(Object {
+        base: info.dli_fbase as usize,
+        name: info.dli_fname,
+    })
 }
 
 /// Calls `f` on each loaded object (`dl_iterate_phdr`) until it answers.
@@ -147,12 +176,19 @@ fn each_object<T>(mut f: impl FnMut(&libc::dl_phdr_info) -> Option<T>) -> Option
     found
 }
 
+/// The program headers of the object loaded at `base`.
+fn headers_of(info: &libc::dl_phdr_info) -> &[libc::Elf64_Phdr] {
+    if info.dlpi_phdr.is_null() {
+        return &[];
+    }
+    // SAFETY: dlpi_phdr has dlpi_phnum entries, mapped while it is loaded.
+    unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+}
+
 /// Finds the executable PT_LOAD segment of the object containing `addr`.
 fn code_segment(addr: usize) -> Option<(usize, usize)> {
     each_object(|info| {
-        (0..info.dlpi_phnum as usize).find_map(|i| {
-            // SAFETY: dlpi_phdr has dlpi_phnum entries.
-            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+        headers_of(info).iter().find_map(|ph| {
             let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
             let len = ph.p_memsz as usize;
             let code = ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0;
@@ -162,16 +198,19 @@ fn code_segment(addr: usize) -> Option<(usize, usize)> {
 }
 
 /// Another libssl than the shim's, loaded when the shim initialises (a
-/// program of another OpenSSL major with the shim preloaded), by path.
-fn other_libssl(ours: usize) -> Option<String> {
+/// program of another OpenSSL major with the shim preloaded).
+fn other_libssl(ours: usize) -> Option<Object> {
     each_object(|info| {
         if info.dlpi_name.is_null() || info.dlpi_addr as usize == ours {
             return None;
         }
         // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
-        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy();
-        let base = name.rsplit('/').next().unwrap_or("");
-        base.starts_with("libssl.so.").then(|| name.into_owned())
+        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes();
+        let base = name.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+        base.starts_with(b"libssl.so.").then_some(Object {
+            base: info.dlpi_addr as usize,
+            name: info.dlpi_name,
+        })
     })
 }
 
@@ -179,8 +218,8 @@ fn other_libssl(ours: usize) -> Option<String> {
 /// reaching the shim's API functions may come from code holding that
 /// OpenSSL's objects (an unversioned or weak reference binds to any node).
 pub fn foreign_openssl() -> bool {
-    let linked = object_of(sys::SSL_get_ex_data as *const () as usize).map(|o| o.0);
-    let process = SSL_new().and_then(|f| object_of(f as usize)).map(|o| o.0);
+    let linked = object_of(sys::SSL_get_ex_data as *const () as usize).map(|o| o.base);
+    let process = SSL_new().and_then(|f| object_of(f as usize)).map(|o| o.base);
     process != linked || other_libssl(linked.unwrap_or(0)).is_some()
 }
 
@@ -208,78 +247,300 @@ pub fn built_major() -> u64 {
     }
 }
 
+/// `SSL_is_quic` where libssl has it (3.2 on): 0 unresolved, 1 absent.
+static IS_QUIC: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `s` is a QUIC object (not a TLS connection) in a libssl that
+/// has QUIC at all.
+pub fn is_quic(s: *mut SSL) -> bool {
+    let mut f = IS_QUIC.load(Ordering::Acquire);
+    if f == 0 {
+        let h = SSL_new().map_or(ptr::null_mut(), |n| handle_of(n as usize));
+        // SAFETY: dlsym on a handle from dlopen(RTLD_NOLOAD), or NULL.
+        let p = if h.is_null() {
+            ptr::null_mut()
+        } else {
+            unsafe { libc::dlsym(h, c"SSL_is_quic".as_ptr()) }
+        };
+        f = if p.is_null() { 1 } else { p as usize };
+        IS_QUIC.store(f, Ordering::Release);
+    }
+    if f == 1 {
+        return false;
+    }
+    // SAFETY: libssl's `int SSL_is_quic(const SSL *)`, on a live SSL.
+    let is_quic = unsafe { mem::transmute::<usize, unsafe extern "C" fn(*mut SSL) -> c_int>(f) };
+    // SAFETY: as above.
+    unsafe { is_quic(s) == 1 }
+}
+
 /// What the self-check found when it passed: libssl's code segment.
 pub struct Verdict {
     pub libssl_code: (usize, usize),
 }
 
+/// Why the shim cannot act in this process.
+pub enum Why {
+    Disabled,
+    /// The program's global scope resolves `name@node` elsewhere.
+    NotInFront {
+        name: &'static CStr,
+        node: &'static CStr,
+        winner: Option<Object>,
+    },
+    /// libssl's own calls into libcrypto do not reach the shim.
+    LibsslBoundPast { winner: Option<Object> },
+    MissingReal,
+    OtherLibssl { process: Option<Object>, linked: Option<Object> },
+    SecondLibssl(Object),
+    OtherMajor(u64),
+    NoApi,
+    NoCodeSegment,
+    NoIndex,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Why::Disabled => f.write_str("SSLASYNC_DISABLE=1 is set"),
+            Why::NotInFront { name, node, winner } => {
+                write!(
+                    f,
+                    "not in front of libssl in the program's global scope ({}@{} resolves to ",
+                    name.to_string_lossy(),
+                    node.to_string_lossy()
+                )?;
+                write_obj(f, winner, "nothing")?;
+                f.write_str("); preload it or link -lsslasync before -lssl")
+            }
+            Why::LibsslBoundPast { winner } => {
+                f.write_str("libssl's calls to ASYNC_start_job are bound to ")?;
+                write_obj(f, winner, "nothing")?;
+                f.write_str(
+                    " (sslasync was loaded after libssl, e.g. by dlopen); preload it or link \
+                     -lsslasync before -lssl",
+                )
+            }
+            Why::MissingReal => write!(
+                f,
+                "the real SSL_new, SSL_free or ASYNC_start_job (version {}) cannot be found",
+                NODE.to_string_lossy()
+            ),
+            Why::OtherLibssl { process, linked } => {
+                write!(f, "the process uses ")?;
+                write_obj(f, process, "?")?;
+                write!(f, " but sslasync was built against ")?;
+                write_obj(f, linked, "?")?;
+                write!(f, " (OpenSSL {})", built_major())
+            }
+            Why::SecondLibssl(other) => write!(
+                f,
+                "the process runs {other}, sslasync was built for OpenSSL {} ({}); it stays out \
+                 of that OpenSSL's way",
+                built_major(),
+                NODE.to_string_lossy()
+            ),
+            Why::OtherMajor(running) => write!(
+                f,
+                "the process runs OpenSSL {running:#x}, sslasync was built for OpenSSL {}",
+                built_major()
+            ),
+            Why::NoApi => f.write_str("this libssl has no async callback API"),
+            Why::NoCodeSegment => f.write_str("libssl's code segment cannot be located"),
+            Why::NoIndex => f.write_str("OpenSSL refused an ex_data index"),
+        }
+    }
+}
+
+fn write_obj(f: &mut fmt::Formatter, o: &Option<Object>, none: &str) -> fmt::Result {
+    match o {
+        Some(o) => write!(f, "{o}"),
+        None => f.write_str(none),
+    }
+}
+
+/// A handle whose lookups search the program's global scope (the program,
+/// its preloads and dependencies, and objects dlopened with RTLD_GLOBAL),
+/// which is where libssl's and the program's references are resolved first.
+fn global_scope() -> *mut c_void {
+    // SAFETY: dlopen(NULL) returns the main program's handle.
+    unsafe { libc::dlopen(ptr::null(), libc::RTLD_LAZY) }
+}
+
 /// Why the shim cannot act in this process, if it cannot.
-pub fn self_check() -> Result<Verdict, String> {
-    let me = object_of(self_check as *const () as usize).map(|o| o.0);
+pub fn self_check() -> Result<Verdict, Why> {
+    let me = object_of(self_check as *const () as usize).map(|o| o.base);
+    let global = global_scope();
     for (name, node) in [
         (c"SSL_set_async_callback", API_NODE),
         (c"SSL_new", NODE),
         (c"SSL_dup", NODE),
+        (c"SSL_free", NODE),
         (c"ASYNC_start_job", NODE),
     ] {
-        // SAFETY: dlvsym with NUL-terminated strings is always safe to call.
-        let first =
-            unsafe { libc::dlvsym(libc::RTLD_DEFAULT, name.as_ptr(), node.as_ptr()) } as usize;
-        let winner = object_of(first);
-        if winner.as_ref().map(|o| o.0) != me {
-            let who = winner.map_or("nothing".into(), |o| o.1.to_string_lossy().into_owned());
-            return Err(format!(
-                "not in front of libssl ({}@{} resolves to {who}); preload it or link \
-                 -lsslasync before -lssl",
-                name.to_string_lossy(),
-                node.to_string_lossy()
-            ));
+        // SAFETY: dlvsym with NUL-terminated strings; a NULL handle (dlopen
+        // failed) finds nothing and fails the check.
+        let first = if global.is_null() {
+            ptr::null_mut()
+        } else {
+            unsafe { libc::dlvsym(global, name.as_ptr(), node.as_ptr()) }
+        };
+        let winner = object_of(first as usize);
+        if winner.map(|o| o.base) != me {
+            return Err(Why::NotInFront { name, node, winner });
         }
     }
-    let (Some(ssl_new), Some(_)) = (SSL_new(), ASYNC_start_job()) else {
-        return Err(format!(
-            "the real SSL_new or ASYNC_start_job (version {}) cannot be found",
-            NODE.to_string_lossy()
-        ));
+    let (Some(ssl_new), Some(_), Some(_)) = (SSL_new(), SSL_free(), ASYNC_start_job()) else {
+        return Err(Why::MissingReal);
     };
     let process_ssl = object_of(ssl_new as usize);
     let linked_ssl = object_of(sys::SSL_get_ex_data as *const () as usize);
-    if process_ssl.as_ref().map(|o| o.0) != linked_ssl.as_ref().map(|o| o.0) {
-        let name = |o: Option<(usize, CString)>| {
-            o.map_or("?".into(), |o| o.1.to_string_lossy().into_owned())
-        };
-        return Err(format!(
-            "the process uses {} but sslasync was built against {} (OpenSSL {})",
-            name(process_ssl),
-            name(linked_ssl),
-            built_major()
-        ));
+    if process_ssl.map(|o| o.base) != linked_ssl.map(|o| o.base) {
+        return Err(Why::OtherLibssl {
+            process: process_ssl,
+            linked: linked_ssl,
+        });
     }
-    if let Some(other) = other_libssl(linked_ssl.as_ref().map_or(0, |o| o.0)) {
+    if let Some(other) = other_libssl(linked_ssl.map_or(0, |o| o.base)) {
         // Its calls carry its own version node and never reach the shim, so
         // the shim could only serve an OpenSSL this program does not use.
-        return Err(format!(
-            "the process runs {other}, sslasync was built for OpenSSL {} ({}); it stays out \
-             of that OpenSSL's way",
-            built_major(),
-            NODE.to_string_lossy()
-        ));
+        return Err(Why::SecondLibssl(other));
     }
     // SAFETY: OpenSSL_version_num takes no arguments and has no preconditions.
     let running = unsafe { openssl_sys::OpenSSL_version_num() } as u64;
     if running >> 28 != built_major() {
-        return Err(format!(
-            "the process runs OpenSSL {running:#x}, sslasync was built for OpenSSL {}",
-            built_major()
-        ));
+        return Err(Why::OtherMajor(running));
     }
     if cfg!(not(sslasync_ossl111))
         && (SSL_get_async_status().is_none() || SSL_set_async_callback().is_none())
     {
-        return Err("this libssl has no async callback API".into());
+        return Err(Why::NoApi);
     }
     let Some(libssl_code) = code_segment(ssl_new as usize) else {
-        return Err("libssl's code segment cannot be located".into());
+        return Err(Why::NoCodeSegment);
     };
+    // The hook runs only if libssl's own calls reach it. A libssl loaded
+    // before the shim (the shim dlopened later, RTLD_LOCAL or GLOBAL) was
+    // bound past it; one bound lazily and not yet called resolves through
+    // the global scope, which the check above covered.
+    let ours = crate::entry::ASYNC_start_job as *const () as usize;
+    let libssl_base = process_ssl.map_or(0, |o| o.base);
+    if let Some(bound) = got_binding(libssl_base, c"ASYNC_start_job") {
+        let unbound = bound.wrapping_sub(libssl_code.0) < libssl_code.1;
+        if bound != ours && !unbound {
+            return Err(Why::LibsslBoundPast {
+                winner: object_of(bound),
+            });
+        }
+    }
     Ok(Verdict { libssl_code })
+}
+
+// ------------------------------------------------ ELF: a GOT entry's value
+
+#[repr(C)]
+struct Dyn {
+    tag: i64,
+    val: u64,
+}
+
+#[repr(C)]
+struct Rela {
+    offset: u64,
+    info: u64,
+    addend: i64,
+}
+
+#[repr(C)]
+struct Sym {
+    name: u32,
+    info: u8,
+    other: u8,
+    shndx: u16,
+    value: u64,
+    size: u64,
+}
+
+const DT_NULL: i64 = 0;
+const DT_PLTRELSZ: i64 = 2;
+const DT_STRTAB: i64 = 5;
+const DT_SYMTAB: i64 = 6;
+const DT_RELA: i64 = 7;
+const DT_RELASZ: i64 = 8;
+const DT_JMPREL: i64 = 23;
+
+/// The relocation types that fill a GOT entry with a function's address.
+#[cfg(target_arch = "x86_64")]
+const GOT_RELOCS: [u32; 2] = [7, 6]; // R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT
+#[cfg(target_arch = "aarch64")]
+const GOT_RELOCS: [u32; 2] = [1026, 1025]; // R_AARCH64_JUMP_SLOT, R_AARCH64_GLOB_DAT
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const GOT_RELOCS: [u32; 0] = [];
+
+/// The value of the GOT entry through which the object loaded at `base`
+/// calls `name` (bound by the loader, or still the lazy-binding stub), if
+/// it has one.
+fn got_binding(base: usize, name: &CStr) -> Option<usize> {
+    each_object(|info| {
+        if info.dlpi_addr as usize != base {
+            return None;
+        }
+        let dynamic = headers_of(info)
+            .iter()
+            .find(|ph| ph.p_type == libc::PT_DYNAMIC)?;
+        let load = info.dlpi_addr as usize;
+        // The loader relocates these in place on most targets; where it
+        // does not they are still object-relative.
+        let addr = |v: u64| {
+            let v = v as usize;
+            if v < load {
+                v + load
+            } else {
+                v
+            }
+        };
+        let (mut strtab, mut symtab) = (0, 0);
+        let mut tables = [(0usize, 0usize); 2];
+        let mut d = (load + dynamic.p_vaddr as usize) as *const Dyn;
+        // SAFETY: PT_DYNAMIC of a loaded object is mapped and ends with
+        // DT_NULL.
+        unsafe {
+            while (*d).tag != DT_NULL {
+                match (*d).tag {
+                    DT_STRTAB => strtab = addr((*d).val),
+                    DT_SYMTAB => symtab = addr((*d).val),
+                    DT_JMPREL => tables[0].0 = addr((*d).val),
+                    DT_PLTRELSZ => tables[0].1 = (*d).val as usize,
+                    DT_RELA => tables[1].0 = addr((*d).val),
+                    DT_RELASZ => tables[1].1 = (*d).val as usize,
+                    _ => {}
+                }
+                d = d.add(1);
+            }
+        }
+        if strtab == 0 || symtab == 0 {
+            return None;
+        }
+        for (table, size) in tables {
+            if table == 0 {
+                continue;
+            }
+            for i in 0..size / mem::size_of::<Rela>() {
+                // SAFETY: the relocation table, symbol table and string
+                // table of a loaded object are mapped; indices come from it.
+                unsafe {
+                    let r = &*(table as *const Rela).add(i);
+                    if !GOT_RELOCS.contains(&((r.info & 0xffff_ffff) as u32)) {
+                        continue;
+                    }
+                    let sym = &*(symtab as *const Sym).add((r.info >> 32) as usize);
+                    let sym_name = CStr::from_ptr((strtab + sym.name as usize) as *const c_char);
+                    if sym_name == name {
+                        return Some(ptr::read_volatile((load + r.offset as usize) as *const usize));
+                    }
+                }
+            }
+        }
+        None
+    })
 }

@@ -1,5 +1,5 @@
 //! Per-SSL records in chunks that are never freed, named by handles with a
-//! 40-bit generation, and the delivery protocol between callbacks and frees.
+//! 40-bit generation, and the wait-free protocol between deliveries and frees.
 //!
 //! An engine keeps the wait ctx's callback argument for as long as an
 //! operation is in flight, possibly past `SSL_free`. Handing it a pointer to
@@ -7,15 +7,17 @@
 //! memory that is never released lets the trampoline check the generation
 //! and drop a stale completion instead.
 //!
-//! The protocol (model-checked by the loom tests below): a delivery claims
-//! the slot's `busy` word, then checks the handle and reads the callback; a
-//! retirement (free) or a clear changes the handle or the callback, then waits
-//! until no other thread holds `busy`. Each side puts a sequentially
-//! consistent fence between its write and its read (the store-buffering
-//! pattern), so either the delivery sees the change and drops, or the
-//! retirement sees the claim and waits: once `SSL_free` or a clear returns,
-//! the callback is not running and will not start. A thread never waits for
-//! its own delivery (a callback freeing or clearing its own SSL).
+//! The protocol (model-checked by the loom tests below) never makes one
+//! thread wait for another. A delivery takes a *claim* (a count of
+//! deliveries in flight), then checks the handle and reads the callback. A
+//! free or a clear changes the handle or the callback, then looks at the
+//! claims. Each side puts a sequentially consistent fence between its write
+//! and its read (the store-buffering pattern), so either the delivery sees
+//! the change and drops, or the free sees the claim. A free that sees claims
+//! of other threads does not wait for them: it leaves the rest of its work
+//! to whichever claim ends last (the real `SSL_free`, then the record's
+//! release), so the callback's `SSL*` stays valid until it returns. A clear
+//! needs no such step: no delivery that claims after it calls the callback.
 
 use std::collections::VecDeque;
 use std::ptr;
@@ -23,7 +25,7 @@ use std::sync::atomic::AtomicPtr as StdAtomicPtr;
 
 use libc::c_void;
 
-use crate::sync::{fence, relax, AtomicPtr, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{fence, AtomicPtr, AtomicU64, AtomicUsize, Lock, Ordering};
 use crate::sys::SSL;
 
 /// A handle is `generation << INDEX_BITS | index`; generations start at 1,
@@ -43,7 +45,7 @@ const QUARANTINE: usize = 4096;
 /// What the shim keeps for one SSL that uses the API.
 #[repr(C)]
 pub struct Slot {
-    /// The handle naming the slot's current owner; moves on release.
+    /// The handle naming the slot's current owner; moves on retirement.
     id: AtomicU64,
     /// The user's callback (`SSL_async_callback_fn` as an address; 0 = none).
     pub callback: AtomicUsize,
@@ -53,8 +55,9 @@ pub struct Slot {
     /// clearing the callback can take it off at once and the job-start hook
     /// only has to look at the wait ctx.
     pub wired: AtomicPtr<c_void>,
-    /// The thread delivering a completion for this slot, 0 when none.
-    busy: AtomicUsize,
+    /// Deliveries in flight ([`COUNT`]), and above them what the last one to
+    /// end must do once the owner has gone ([`LAST_FREES`], [`LAST_RELEASES`]).
+    claims: AtomicU64,
     /// Monotonic nanoseconds of the job start that may pause (stats only).
     pub started_ns: AtomicU64,
     /// The fd adapter's state of the SSL: the flags below, and above them
@@ -64,6 +67,14 @@ pub struct Slot {
     mode: AtomicU64,
 }
 
+/// `claims`: the number of deliveries in flight;
+const COUNT: u64 = (1 << 32) - 1;
+/// the owner's `SSL_free` was left to the last claim: free the SSL, then
+/// release the record;
+const LAST_FREES: u64 = 1 << 63;
+/// the SSL was freed behind the shim's back: release the record.
+const LAST_RELEASES: u64 = 1 << 62;
+
 /// `mode` flags: the adapter serves the SSL;
 const FD_ON: u64 = 1;
 /// the adapter reports `ASYNC_STATUS_OK` for the current pause;
@@ -72,28 +83,36 @@ const REPORTED: u64 = 2;
 const ENGINE_CALLED: u64 = 4;
 /// a watch may be armed for the SSL (set and cleared by its owner only);
 const ARMED: u64 = 8;
+/// the owner was retired (its handles are stale); cleared by the next owner;
+const RETIRED: u64 = 16;
 /// and the job-start count, above the flags.
 const SEQ_ONE: u64 = 1 << 8;
 
-/// What a delivery may call: read under a claim, valid while it is held.
+/// What a delivery may call: read under a claim.
+#[derive(Clone, Copy)]
 pub struct Target {
     pub ssl: *mut SSL,
     pub callback: usize,
     pub arg: *mut c_void,
 }
 
-/// A delivery in progress; dropping it lets waiting frees and clears go on.
-pub struct Claim<'a> {
-    slot: &'a Slot,
-    owned: bool,
+/// How a delivery began: it holds a claim and may call `Target`, or it was
+/// dropped (stale handle, cleared callback, or a newer job start), which may
+/// have made it the last claim of a retired owner.
+pub enum Begin {
+    Deliver(Target),
+    Dropped(Leftover),
 }
 
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if self.owned {
-            self.slot.busy.store(0, Ordering::Release);
-        }
-    }
+/// What ending a claim leaves to its thread.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Leftover {
+    Nothing,
+    /// The owner's `SSL_free` waited for this claim: free this SSL, then
+    /// [`release`] the slot.
+    FreeSsl(*mut SSL),
+    /// The SSL is gone: [`release`] the slot.
+    Release,
 }
 
 impl Slot {
@@ -104,7 +123,7 @@ impl Slot {
             arg: AtomicPtr::new(ptr::null_mut()),
             ssl: AtomicPtr::new(ptr::null_mut()),
             wired: AtomicPtr::new(ptr::null_mut()),
-            busy: AtomicUsize::new(0),
+            claims: AtomicU64::new(0),
             started_ns: AtomicU64::new(0),
             mode: AtomicU64::new(0),
         }
@@ -112,10 +131,6 @@ impl Slot {
 
     /// The index part of the slot's handles.
     pub fn slot_index(&self) -> u32 {
-        self.index()
-    }
-
-    fn index(&self) -> u32 {
         (self.id.load(Ordering::Relaxed) & INDEX_MASK) as u32
     }
 
@@ -124,7 +139,8 @@ impl Slot {
         self.id.load(Ordering::Relaxed) as usize as *mut c_void
     }
 
-    /// Gives the (unowned, quiescent) slot to a new SSL.
+    /// Gives the (released) slot to a new SSL. Claims are left alone: a
+    /// late one of the previous owner still ends normally.
     fn assign(&self, ssl: *mut SSL, callback: usize, arg: *mut c_void, fd_on: bool) {
         self.ssl.store(ssl, Ordering::Release);
         // The count carries on across owners: a stale arm stays stale.
@@ -137,61 +153,75 @@ impl Slot {
         self.callback.store(callback, Ordering::Release);
     }
 
-    /// Claims the slot for delivering `handle`'s completion on thread `me`.
-    /// None when the handle is stale or the callback is cleared: the
-    /// completion is dropped. Another thread's delivery for the same slot
-    /// is waited out (deliveries of one SSL never overlap).
-    pub fn begin_delivery(&self, handle: u64, me: usize) -> Option<(Target, Claim<'_>)> {
+    /// Starts delivering `handle`'s completion: on `Deliver` the caller holds
+    /// a claim and must end it with [`Slot::end_claim`]. A stale handle or a
+    /// cleared callback drops the completion. Never waits.
+    #[inline]
+    pub fn begin_delivery(&self, handle: u64) -> Begin {
         if self.id.load(Ordering::Relaxed) != handle {
-            return None; // stale: no need to claim anything
+            return Begin::Dropped(Leftover::Nothing); // stale: nothing claimed
         }
-        let owned = match self
-            .busy
-            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => true,
-            Err(holder) => self.claim_contended(holder, me),
-        };
-        let claim = Claim { slot: self, owned };
-        // The claim, then the checks: pairs with the fence in `quiesce`.
+        self.claims.fetch_add(1, Ordering::AcqRel);
+        // The claim, then the checks: pairs with the fence in `retire` and
+        // `set_callback`.
         fence(Ordering::SeqCst);
-        if self.id.load(Ordering::Acquire) != handle {
-            return None;
-        }
         let callback = self.callback.load(Ordering::Acquire);
-        if callback == 0 {
-            return None;
+        if self.id.load(Ordering::Acquire) != handle || callback == 0 {
+            return Begin::Dropped(self.end_claim());
         }
-        let target = Target {
+        Begin::Deliver(Target {
             ssl: self.ssl.load(Ordering::Acquire),
             callback,
             arg: self.arg.load(Ordering::Acquire),
-        };
-        Some((target, claim))
+        })
     }
 
     /// [`Slot::begin_delivery`] for a pause the fd adapter armed when the
-    /// SSL's job-start count was `seq`: None as well once a job start of the
-    /// SSL began ([`Slot::end_pause`]).
-    pub fn begin_pause_delivery(
-        &self,
-        handle: u64,
-        seq: u64,
-        me: usize,
-    ) -> Option<(Target, Claim<'_>)> {
-        let (target, claim) = self.begin_delivery(handle, me)?;
-        // After the claim and begin_delivery's fence: pairs with end_pause.
-        if self.pause_seq() != seq {
-            return None;
+    /// SSL's job-start count was `seq`: dropped as well once a job start of
+    /// the SSL began ([`Slot::end_pause`]).
+    pub fn begin_pause_delivery(&self, handle: u64, seq: u64) -> Begin {
+        match self.begin_delivery(handle) {
+            // After the claim and begin_delivery's fence: pairs with end_pause.
+            Begin::Deliver(_) if self.pause_seq() != seq => Begin::Dropped(self.end_claim()),
+            b => b,
         }
-        Some((target, claim))
+    }
+
+    /// Ends a claim. The last claim of an owner that has gone gets what the
+    /// owner left to it.
+    #[inline]
+    pub fn end_claim(&self) -> Leftover {
+        let prev = self.claims.fetch_sub(1, Ordering::AcqRel);
+        if prev & COUNT != 1 || prev & !COUNT == 0 {
+            return Leftover::Nothing;
+        }
+        self.take_leftover(prev & !COUNT)
+    }
+
+    /// The count reached zero with work left: whoever clears the flags does
+    /// it (a claim taken meanwhile, which will drop, may race for it).
+    #[cold]
+    fn take_leftover(&self, flags: u64) -> Leftover {
+        if self
+            .claims
+            .compare_exchange(flags, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Leftover::Nothing;
+        }
+        if flags & LAST_FREES != 0 {
+            Leftover::FreeSsl(self.ssl.load(Ordering::Acquire))
+        } else {
+            Leftover::Release
+        }
     }
 
     /// A job start of the SSL (the application resuming it, or a new job):
     /// the armed pause is over, and the engine has not called back for the
-    /// new job yet. Returns once no other thread is delivering for the SSL,
-    /// so no callback for that pause starts or runs afterwards.
-    pub fn end_pause(&self, me: usize) {
+    /// new job yet. A delivery for that pause that claims afterwards drops;
+    /// one already under way on another thread runs to its end (not waited
+    /// for: this may be the thread its callback waits for).
+    pub fn end_pause(&self) {
         let mut cur = self.mode.load(Ordering::Relaxed);
         loop {
             let next = cur.wrapping_add(SEQ_ONE) & !ENGINE_CALLED;
@@ -203,7 +233,7 @@ impl Slot {
                 Err(now) => cur = now,
             }
         }
-        self.quiesce(me);
+        fence(Ordering::SeqCst);
     }
 
     /// The SSL's job-start count (what an arm records).
@@ -263,64 +293,81 @@ impl Slot {
         self.set_flag(ARMED, false)
     }
 
-    /// The claim when `busy` was taken: by this thread (a delivery re-entered
-    /// inline: not owned, the outer one releases it) or by another (wait).
-    #[cold]
-    #[inline(never)]
-    fn claim_contended(&self, mut holder: usize, me: usize) -> bool {
-        let mut spins = 0;
-        loop {
-            if holder == me {
-                return false;
-            }
-            relax(&mut spins);
-            match self
-                .busy
-                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(h) => holder = h,
-            }
-        }
+    /// Whether the current owner was retired (its SSL is being freed).
+    pub fn retired(&self) -> bool {
+        self.flag(RETIRED)
     }
 
-    /// Waits until no thread but `me` is delivering for this slot.
-    fn quiesce(&self, me: usize) {
-        // The change (handle or callback), then the look at the claim: pairs
-        // with the fence in `begin_delivery`.
-        fence(Ordering::SeqCst);
-        let mut spins = 0;
-        loop {
-            let holder = self.busy.load(Ordering::Acquire);
-            if holder == 0 || holder == me {
-                return;
-            }
-            relax(&mut spins);
-        }
-    }
-
-    /// Sets the callback; clearing it (0) returns only once no other thread
-    /// is inside a delivery that read the old one.
-    pub fn set_callback(&self, callback: usize, me: usize) {
+    /// Sets the callback. After a clear (0) returns, no delivery that claims
+    /// afterwards calls the old callback; one that claimed before may still
+    /// be running on another thread (not waited for).
+    pub fn set_callback(&self, callback: usize) {
         self.callback.store(callback, Ordering::Release);
         if callback == 0 {
-            self.quiesce(me);
+            // The change, then whatever the caller does next: pairs with the
+            // fence in `begin_delivery`.
+            fence(Ordering::SeqCst);
         }
     }
 
-    /// Ends the current owner: every handle naming it goes stale, and this
-    /// returns once no other thread is delivering for it.
-    fn retire(&self, me: usize) {
+    /// The owner's `SSL_free` (the last reference): every handle naming it
+    /// goes stale. True when no other thread holds a claim: the caller frees
+    /// the SSL and releases the slot now. False when one does: the last claim
+    /// to end does both ([`Leftover::FreeSsl`]). `mine` counts the calling
+    /// thread's own claims (a callback freeing its own SSL); it is only
+    /// asked when there are claims.
+    pub fn retire_for_free(&self, mine: impl FnOnce() -> u64) -> bool {
+        self.retire(LAST_FREES, mine)
+    }
+
+    /// The SSL is being freed behind the shim (its ex_data goes away without
+    /// the shim's `SSL_free`): as [`Slot::retire_for_free`], but a claim left
+    /// running only releases the slot; its callback's `SSL*` dangles, as it
+    /// would natively.
+    pub fn retire_behind(&self, mine: impl FnOnce() -> u64) -> bool {
+        self.retire(LAST_RELEASES, mine)
+    }
+
+    fn retire(&self, leave: u64, mine: impl FnOnce() -> u64) -> bool {
         let old = self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
         if (old + GEN_ONE) >> INDEX_BITS == 0 {
             // Generation 0 would make index 0's handle NULL: skip it.
             self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
         }
-        self.quiesce(me);
-        self.callback.store(0, Ordering::Relaxed);
-        self.arg.store(ptr::null_mut(), Ordering::Relaxed);
-        self.wired.store(ptr::null_mut(), Ordering::Relaxed);
-        self.ssl.store(ptr::null_mut(), Ordering::Relaxed);
+        self.set_flag(RETIRED, true);
+        // The change, then the look at the claims: pairs with the fence in
+        // `begin_delivery`.
+        fence(Ordering::SeqCst);
+        let mut mine = Some(mine);
+        let mut own = 0;
+        let mut cur = self.claims.load(Ordering::Acquire);
+        loop {
+            let n = cur & COUNT;
+            if n == 0 {
+                return true;
+            }
+            if let Some(f) = mine.take() {
+                own = f();
+            }
+            if n <= own {
+                return true; // only this thread's own callbacks run
+            }
+            match self.claims.compare_exchange(
+                cur,
+                cur | leave,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return false,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Deliveries in flight.
+    #[cfg(test)]
+    pub fn claims_in_flight(&self) -> u64 {
+        self.claims.load(Ordering::Acquire) & COUNT
     }
 }
 
@@ -332,7 +379,7 @@ struct FreeList {
     next: u32,
 }
 
-static FREE: SpinLock<FreeList> = SpinLock::new(FreeList {
+static FREE: Lock<FreeList> = Lock::new(FreeList {
     queue: VecDeque::new(),
     next: 0,
 });
@@ -350,7 +397,8 @@ fn slot_at(index: u64) -> Option<&'static Slot> {
     Some(unsafe { &*base.add(index & (CHUNK_LEN - 1)) })
 }
 
-/// A fresh index, allocating its chunk if needed (under the free-list lock).
+/// A fresh index, allocating its chunk if needed (under the free-list
+/// lock); None when the records are exhausted or memory is short.
 fn fresh_index(fl: &mut FreeList) -> Option<u32> {
     let i = fl.next;
     if i as usize >= MAX_CHUNKS * CHUNK_LEN {
@@ -358,11 +406,19 @@ fn fresh_index(fl: &mut FreeList) -> Option<u32> {
     }
     let cell = &CHUNKS[i as usize >> CHUNK_BITS];
     if cell.load(std::sync::atomic::Ordering::Relaxed).is_null() {
-        let fresh: Box<[Slot]> = (0..CHUNK_LEN as u32).map(|k| Slot::new(i + k)).collect();
-        cell.store(
-            Box::into_raw(fresh) as *mut Slot,
-            std::sync::atomic::Ordering::Release,
-        );
+        let layout = std::alloc::Layout::array::<Slot>(CHUNK_LEN).ok()?;
+        // SAFETY: a non-zero-sized layout; a NULL result is handled (a
+        // failed allocation leaves the SSL on OpenSSL's own wiring instead
+        // of aborting the process).
+        let base = unsafe { std::alloc::alloc(layout) }.cast::<Slot>();
+        if base.is_null() {
+            return None;
+        }
+        for k in 0..CHUNK_LEN {
+            // SAFETY: base has room for CHUNK_LEN slots, each written once.
+            unsafe { base.add(k).write(Slot::new(i + k as u32)) };
+        }
+        cell.store(base, std::sync::atomic::Ordering::Release);
     }
     fl.next = i + 1;
     Some(i)
@@ -388,11 +444,21 @@ pub fn acquire(
     Some(slot)
 }
 
-/// Returns a slot when its SSL is freed; see [`Slot::retire`].
-pub fn release(slot: &'static Slot, me: usize) {
-    slot.retire(me);
-    let index = slot.index();
-    FREE.lock().queue.push_back(index);
+/// Returns a retired slot once its SSL is gone and no claim needs it.
+pub fn release(slot: &'static Slot) {
+    slot.callback.store(0, Ordering::Relaxed);
+    slot.arg.store(ptr::null_mut(), Ordering::Relaxed);
+    slot.wired.store(ptr::null_mut(), Ordering::Relaxed);
+    slot.ssl.store(ptr::null_mut(), Ordering::Relaxed);
+    let index = slot.slot_index();
+    let mut fl = FREE.lock();
+    #[cfg(all(test, not(loom)))]
+    tests::RELEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Out of memory, the record is never reused (a leak of 64 bytes, not
+    // an abort of the process).
+    if fl.queue.try_reserve(1).is_ok() {
+        fl.queue.push_back(index);
+    }
 }
 
 /// The slot with this index (an fd watch's key), if it exists.
@@ -418,12 +484,14 @@ pub fn after_fork_parent() {
     unsafe { FREE.release_after_fork() };
 }
 
-/// fork() in the child: release the free list, and forget deliveries that
-/// were running on threads the child does not have (they would make a free
-/// wait forever). Only the forking thread exists, so `me` may keep its own.
-pub fn after_fork_child(me: usize) {
+/// fork() in the child: release the free list, and forget the claims of
+/// threads the child does not have: each record keeps the forking thread's
+/// own (`mine`), which that thread ends as usual. Work a forgotten claim
+/// was left (a deferred free) is not done in the child: the record and
+/// that SSL's copy stay allocated there.
+pub fn after_fork_child(mine: impl Fn(&Slot) -> u64) {
     // SAFETY: before_fork took it on this thread.
-    unsafe { FREE.release_after_fork() };
+    unsafe { FREE.reset_in_child() };
     for cell in CHUNKS.iter() {
         let base = cell.load(std::sync::atomic::Ordering::Acquire);
         if base.is_null() {
@@ -432,8 +500,11 @@ pub fn after_fork_child(me: usize) {
         for k in 0..CHUNK_LEN {
             // SAFETY: base points at CHUNK_LEN never-freed slots.
             let slot = unsafe { &*base.add(k) };
-            if slot.busy.load(Ordering::Relaxed) != me {
-                slot.busy.store(0, Ordering::Relaxed);
+            let c = slot.claims.load(Ordering::Relaxed);
+            if c & COUNT != 0 {
+                let own = mine(slot).min(c & COUNT);
+                let flags = if own == 0 { 0 } else { c & !COUNT };
+                slot.claims.store(flags | own, Ordering::Relaxed);
             }
         }
     }
@@ -443,28 +514,44 @@ pub fn after_fork_child(me: usize) {
 mod tests {
     use super::*;
 
+    /// Records released so far (all tests).
+    pub static RELEASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     fn fake_ssl(n: usize) -> *mut SSL {
         (0x1000 * n) as *mut SSL
     }
 
-    fn deliver(handle: *mut c_void, me: usize) -> Option<usize> {
+    /// A whole delivery of `handle`: the callback it would call, if any.
+    fn deliver(handle: *mut c_void) -> Option<usize> {
         let slot = named(handle)?;
-        slot.begin_delivery(handle as u64, me)
-            .map(|(t, _claim)| t.callback)
+        match slot.begin_delivery(handle as u64) {
+            Begin::Deliver(t) => {
+                assert_eq!(slot.end_claim(), Leftover::Nothing);
+                Some(t.callback)
+            }
+            Begin::Dropped(_) => None,
+        }
+    }
+
+    fn free(slot: &'static Slot) {
+        assert!(slot.retire_for_free(|| 0), "no claim: freed at once");
+        release(slot);
     }
 
     #[test]
     fn a_handle_resolves_to_its_slot_until_release() {
         let slot = acquire(fake_ssl(1), 0x1234, 0x55 as *mut c_void, false).expect("slot");
         let h = slot.handle();
-        let (t, claim) = slot.begin_delivery(h as u64, 1).expect("live handle");
+        let Begin::Deliver(t) = slot.begin_delivery(h as u64) else {
+            panic!("live handle dropped");
+        };
         assert_eq!(
             (t.ssl, t.callback, t.arg as usize),
             (fake_ssl(1), 0x1234, 0x55)
         );
-        drop(claim);
-        release(slot, 1);
-        assert_eq!(deliver(h, 1), None, "a released slot must not deliver");
+        assert_eq!(slot.end_claim(), Leftover::Nothing);
+        free(slot);
+        assert_eq!(deliver(h), None, "a released slot must not deliver");
     }
 
     #[test]
@@ -473,17 +560,18 @@ mod tests {
             .map(|i| acquire(fake_ssl(i + 1), 7, ptr::null_mut(), false).unwrap())
             .collect();
         assert!(held.iter().all(|s| !s.handle().is_null()));
-        assert_eq!(deliver(ptr::null_mut(), 1), None, "NULL must name no slot");
-        held.into_iter().for_each(|s| release(s, 1));
+        assert_eq!(deliver(ptr::null_mut()), None, "NULL must name no slot");
+        held.into_iter().for_each(free);
     }
 
     #[test]
-    fn released_slots_are_reused_in_fifo_order_after_a_quarantine() {
+    fn a_released_record_waits_behind_a_quarantine_before_reuse() {
         let first = acquire(fake_ssl(2), 1, ptr::null_mut(), false).unwrap();
         let old = first.handle();
-        release(first, 1);
-        // The record stays out of use until QUARANTINE others were released
-        // after it (other tests run in parallel and release too).
+        // Releases by any test from here on (other tests run in parallel):
+        // the record may only come round after QUARANTINE others.
+        let mark = RELEASES.load(std::sync::atomic::Ordering::Relaxed) + 1;
+        free(first);
         let mut held = Vec::new();
         let again = loop {
             let s = acquire(fake_ssl(3), 2, ptr::null_mut(), false).unwrap();
@@ -492,17 +580,16 @@ mod tests {
             }
             held.push(s);
             if held.len() % 64 == 0 {
-                // Feed the queue so the record comes round.
-                for s in held.drain(..) {
-                    release(s, 1);
-                }
+                held.drain(..).for_each(free);
             }
         };
+        let since = RELEASES.load(std::sync::atomic::Ordering::Relaxed) - mark;
+        assert!(since >= QUARANTINE, "reused after only {since} other releases");
         assert_ne!(again.handle(), old);
-        assert_eq!(deliver(old, 1), None, "stale generation must be rejected");
-        assert_eq!(deliver(again.handle(), 1), Some(2));
-        release(again, 1);
-        held.into_iter().for_each(|s| release(s, 1));
+        assert_eq!(deliver(old), None, "stale generation must be rejected");
+        assert_eq!(deliver(again.handle()), Some(2));
+        free(again);
+        held.into_iter().for_each(free);
     }
 
     #[test]
@@ -510,40 +597,71 @@ mod tests {
         let slot = Slot::new(0);
         slot.id
             .store(((1u64 << 40) - 1) << INDEX_BITS, Ordering::Relaxed);
-        slot.retire(1);
+        assert!(slot.retire_for_free(|| 0));
         assert_ne!(
             slot.handle() as usize,
             0,
             "index 0 after a wrap is not NULL"
         );
-        assert_eq!(slot.index(), 0);
+        assert_eq!(slot.slot_index(), 0);
     }
 
     #[test]
     fn garbage_handles_resolve_to_nothing() {
-        assert_eq!(deliver(usize::MAX as *mut c_void, 1), None);
+        assert_eq!(deliver(usize::MAX as *mut c_void), None);
         let past = ((u32::MAX as usize) << 32) | (MAX_CHUNKS * CHUNK_LEN + 5);
-        assert_eq!(deliver(past as *mut c_void, 1), None);
+        assert_eq!(deliver(past as *mut c_void), None);
     }
 
     #[test]
     fn clearing_the_callback_stops_deliveries() {
         let slot = acquire(fake_ssl(4), 9, ptr::null_mut(), false).unwrap();
         let h = slot.handle();
-        slot.set_callback(0, 1);
-        assert_eq!(deliver(h, 1), None);
-        release(slot, 1);
+        slot.set_callback(0);
+        assert_eq!(deliver(h), None);
+        free(slot);
     }
 
     #[test]
-    fn a_thread_never_waits_for_its_own_delivery() {
+    fn a_free_during_a_delivery_is_left_to_it() {
         let slot = acquire(fake_ssl(5), 9, ptr::null_mut(), false).unwrap();
         let h = slot.handle() as u64;
-        let (_, claim) = slot.begin_delivery(h, 42).unwrap();
-        // Inside the callback on the same thread: clear and free return.
-        slot.set_callback(0, 42);
-        release(slot, 42);
-        drop(claim);
+        let Begin::Deliver(t) = slot.begin_delivery(h) else {
+            panic!("dropped")
+        };
+        // Another thread frees the SSL while the callback runs: it returns
+        // at once and the delivery's end does the free.
+        assert!(!slot.retire_for_free(|| 0), "freed under a running callback");
+        assert!(matches!(slot.begin_delivery(h), Begin::Dropped(_)));
+        assert_eq!(slot.end_claim(), Leftover::FreeSsl(t.ssl));
+        release(slot);
+    }
+
+    #[test]
+    fn a_callback_freeing_its_own_ssl_frees_it_at_once() {
+        let slot = acquire(fake_ssl(6), 9, ptr::null_mut(), false).unwrap();
+        let Begin::Deliver(_) = slot.begin_delivery(slot.handle() as u64) else {
+            panic!("dropped")
+        };
+        assert!(slot.retire_for_free(|| 1), "its own claim must not defer");
+        release(slot);
+        assert_eq!(slot.end_claim(), Leftover::Nothing);
+    }
+
+    #[test]
+    fn a_late_stray_claim_does_the_leftover_exactly_once() {
+        let slot = acquire(fake_ssl(7), 9, ptr::null_mut(), false).unwrap();
+        let h = slot.handle() as u64;
+        let Begin::Deliver(_) = slot.begin_delivery(h) else {
+            panic!("dropped")
+        };
+        assert!(!slot.retire_behind(|| 0));
+        // A stray completion claims and drops while the first still runs.
+        slot.claims.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(slot.end_claim(), Leftover::Nothing);
+        assert_eq!(slot.end_claim(), Leftover::Release);
+        assert_eq!(slot.claims_in_flight(), 0);
+        release(slot);
     }
 
     #[test]
@@ -554,8 +672,8 @@ mod tests {
                     for i in 1..2000 {
                         let s = acquire(fake_ssl(t * 10_000 + i + 10), i, ptr::null_mut(), false)
                             .unwrap();
-                        assert_eq!(deliver(s.handle(), t + 1), Some(i));
-                        release(s, t + 1);
+                        assert_eq!(deliver(s.handle()), Some(i));
+                        free(s);
                     }
                 })
             })
@@ -564,10 +682,9 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_stays_small() {
-        // The per-SSL memory budget: a slot plus OpenSSL's ex_data entry
-        // (eight words: seven for callbacks, one for the fd adapter).
-        assert!(std::mem::size_of::<Slot>() <= 64);
+    fn a_slot_is_eight_words() {
+        // The per-SSL memory budget: the record is 64 bytes.
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
     }
 }
 
@@ -576,139 +693,191 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use loom::sync::atomic::AtomicBool;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize as LoomUsize};
     use loom::sync::Arc;
     use loom::thread;
 
     const CALLBACK: usize = 0xc0;
-    const DEVICE: usize = 1;
-    const OWNER: usize = 2;
 
-    fn live_slot() -> Arc<Slot> {
+    fn live_slot(ssl: usize) -> Arc<Slot> {
         let slot = Slot::new(3);
-        slot.assign(0x1000 as *mut SSL, CALLBACK, 0x20 as *mut c_void, true);
+        slot.assign(ssl as *mut SSL, CALLBACK, 0x20 as *mut c_void, true);
         Arc::new(slot)
     }
 
-    /// The device thread delivers while the owner frees: the callback never
-    /// runs after the free returned, and never with another owner's values.
+    /// Does a leftover, counting the SSL frees.
+    fn finish(l: Leftover, frees: &LoomUsize) {
+        if let Leftover::FreeSsl(_) = l {
+            frees.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The device thread delivers while the owner frees. A delivery that
+    /// claims after `SSL_free` returned never calls; one under way keeps its
+    /// SSL until it returns: the SSL is freed exactly once, after it.
     #[test]
-    fn loom_no_delivery_after_free_returns() {
+    fn loom_a_free_never_waits_and_never_frees_under_a_callback() {
         loom::model(|| {
-            let slot = live_slot();
+            let slot = live_slot(0x1000);
             let handle = slot.handle() as u64;
             let freed = Arc::new(AtomicBool::new(false));
-            let (s, f) = (slot.clone(), freed.clone());
+            let frees = Arc::new(LoomUsize::new(0));
+            let (s, f, n) = (slot.clone(), freed.clone(), frees.clone());
             let device = thread::spawn(move || {
-                if let Some((t, claim)) = s.begin_delivery(handle, DEVICE) {
-                    assert!(
-                        !f.load(Ordering::SeqCst),
-                        "callback ran after SSL_free returned"
-                    );
-                    assert_eq!((t.callback, t.ssl as usize), (CALLBACK, 0x1000));
-                    drop(claim);
+                let after_free = f.load(Ordering::SeqCst);
+                match s.begin_delivery(handle) {
+                    Begin::Deliver(t) => {
+                        assert!(!after_free, "a callback started after SSL_free returned");
+                        assert_eq!((t.callback, t.ssl as usize), (CALLBACK, 0x1000));
+                        // The callback runs: its SSL must not have been freed.
+                        assert_eq!(n.load(Ordering::SeqCst), 0, "SSL freed under its callback");
+                        finish(s.end_claim(), &n);
+                    }
+                    Begin::Dropped(l) => finish(l, &n),
                 }
             });
-            slot.retire(OWNER);
+            if slot.retire_for_free(|| 0) {
+                frees.fetch_add(1, Ordering::SeqCst);
+            }
             freed.store(true, Ordering::SeqCst);
             device.join().unwrap();
-            assert!(slot.begin_delivery(handle, DEVICE).is_none());
-            assert_ne!(slot.handle() as u64, handle);
+            assert_eq!(frees.load(Ordering::SeqCst), 1, "the SSL must be freed once");
+            assert!(matches!(slot.begin_delivery(handle), Begin::Dropped(_)));
+        });
+    }
+
+    /// Two SSLs complete at once on two threads and each callback frees the
+    /// other SSL (a proxy closing the peer): both frees return, each callback
+    /// that ran freed the other SSL exactly once, never under the other's
+    /// running callback.
+    #[test]
+    fn loom_two_callbacks_freeing_each_other_do_not_deadlock() {
+        // Two slots and two threads: bounded preemptions keep the model to
+        // seconds (three cover every store-buffering outcome it checks).
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let a = live_slot(0xa000);
+            let b = live_slot(0xb000);
+            let frees = Arc::new(LoomUsize::new(0));
+            let ran = Arc::new(LoomUsize::new(0));
+            let spawn = |mine: Arc<Slot>, other: Arc<Slot>| {
+                let (n, r) = (frees.clone(), ran.clone());
+                thread::spawn(move || {
+                    let h = mine.handle() as u64;
+                    match mine.begin_delivery(h) {
+                        Begin::Deliver(_) => {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            // The callback frees the other SSL.
+                            if other.retire_for_free(|| 0) {
+                                n.fetch_add(1, Ordering::SeqCst);
+                            }
+                            finish(mine.end_claim(), &n);
+                        }
+                        Begin::Dropped(l) => finish(l, &n),
+                    }
+                })
+            };
+            let (ta, tb) = (spawn(a.clone(), b.clone()), spawn(b.clone(), a.clone()));
+            ta.join().unwrap();
+            tb.join().unwrap();
+            let (frees, ran) = (frees.load(Ordering::SeqCst), ran.load(Ordering::SeqCst));
+            assert!(ran >= 1, "the first callback to claim cannot have been freed");
+            assert_eq!(frees, ran, "each callback that ran freed the other SSL once");
+        });
+    }
+
+    /// A callback that never returns (its thread blocked for good): the free
+    /// still returns, and leaves its work to that claim.
+    #[test]
+    fn loom_a_free_returns_while_a_callback_never_does() {
+        loom::model(|| {
+            let slot = live_slot(0x1000);
+            let handle = slot.handle() as u64;
+            let claimed = Arc::new(AtomicBool::new(false));
+            let (s, c) = (slot.clone(), claimed.clone());
+            let device = thread::spawn(move || {
+                if let Begin::Deliver(_) = s.begin_delivery(handle) {
+                    c.store(true, Ordering::SeqCst); // ... and never ends its claim
+                }
+            });
+            device.join().unwrap();
+            let now = slot.retire_for_free(|| 0);
+            assert_eq!(now, !claimed.load(Ordering::SeqCst));
         });
     }
 
     /// The fd adapter's poller delivers an armed pause while the owner
-    /// resumes the job itself: no callback for that pause runs after the
-    /// resume's job start returned from `end_pause`.
+    /// resumes the job itself: a delivery that claims after the job start's
+    /// `end_pause` returned never calls.
     #[test]
-    fn loom_no_pause_delivery_after_a_job_start() {
+    fn loom_no_pause_delivery_starts_after_a_job_start() {
         loom::model(|| {
-            let slot = live_slot();
+            let slot = live_slot(0x1000);
             let handle = slot.handle() as u64;
             let seq = slot.pause_seq();
             let resumed = Arc::new(AtomicBool::new(false));
             let (s, r) = (slot.clone(), resumed.clone());
             let poller = thread::spawn(move || {
-                if let Some((_, claim)) = s.begin_pause_delivery(handle, seq, DEVICE) {
-                    assert!(
-                        !r.load(Ordering::SeqCst),
-                        "callback ran after the resume began"
-                    );
-                    drop(claim);
+                let after = r.load(Ordering::SeqCst);
+                if let Begin::Deliver(_) = s.begin_pause_delivery(handle, seq) {
+                    assert!(!after, "callback started after the resume began");
+                    s.end_claim();
                 }
             });
-            slot.end_pause(OWNER);
+            slot.end_pause();
             resumed.store(true, Ordering::SeqCst);
             poller.join().unwrap();
-            assert!(slot.begin_pause_delivery(handle, seq, DEVICE).is_none());
+            assert!(matches!(
+                slot.begin_pause_delivery(handle, seq),
+                Begin::Dropped(_)
+            ));
         });
     }
 
     /// Same for clearing the callback.
     #[test]
-    fn loom_no_delivery_after_clear_returns() {
+    fn loom_no_delivery_starts_after_a_clear() {
         loom::model(|| {
-            let slot = live_slot();
+            let slot = live_slot(0x1000);
             let handle = slot.handle() as u64;
             let cleared = Arc::new(AtomicBool::new(false));
             let (s, c) = (slot.clone(), cleared.clone());
             let device = thread::spawn(move || {
-                if let Some((_, claim)) = s.begin_delivery(handle, DEVICE) {
-                    assert!(
-                        !c.load(Ordering::SeqCst),
-                        "callback ran after the clear returned"
-                    );
-                    drop(claim);
+                let after = c.load(Ordering::SeqCst);
+                if let Begin::Deliver(_) = s.begin_delivery(handle) {
+                    assert!(!after, "callback started after the clear returned");
+                    s.end_claim();
                 }
             });
-            slot.set_callback(0, OWNER);
+            slot.set_callback(0);
             cleared.store(true, Ordering::SeqCst);
             device.join().unwrap();
         });
     }
 
-    /// Two completions for one slot (a stale one and a current one) never
-    /// run the callback at the same time.
-    #[test]
-    fn loom_deliveries_of_one_slot_do_not_overlap() {
-        loom::model(|| {
-            let slot = live_slot();
-            let handle = slot.handle() as u64;
-            let inside = Arc::new(AtomicBool::new(false));
-            let spawn = |me| {
-                let (s, i) = (slot.clone(), inside.clone());
-                thread::spawn(move || {
-                    if let Some((_, claim)) = s.begin_delivery(handle, me) {
-                        assert!(!i.swap(true, Ordering::SeqCst), "overlapping deliveries");
-                        i.store(false, Ordering::SeqCst);
-                        drop(claim);
-                    }
-                })
-            };
-            let (a, b) = (spawn(DEVICE), spawn(OWNER));
-            a.join().unwrap();
-            b.join().unwrap();
-        });
-    }
-
-    /// A slot handed to a new owner after a free: the old handle is stale
-    /// for any interleaving with a late completion.
+    /// A slot handed to a new owner once its free is complete (at once, or
+    /// at the end of the claim it was left to): the old handle is stale for
+    /// any interleaving with a late completion.
     #[test]
     fn loom_a_reused_slot_rejects_the_old_handle() {
         loom::model(|| {
-            let slot = live_slot();
+            let slot = live_slot(0x1000);
             let old = slot.handle() as u64;
             let s = slot.clone();
             let device = thread::spawn(move || {
-                if let Some((t, claim)) = s.begin_delivery(old, DEVICE) {
+                if let Begin::Deliver(t) = s.begin_delivery(old) {
                     assert_eq!(t.ssl as usize, 0x1000, "old handle reached the new owner");
-                    drop(claim);
+                    if let Leftover::FreeSsl(_) = s.end_claim() {
+                        s.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut(), false);
+                    }
                 }
             });
-            slot.retire(OWNER);
-            slot.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut(), false);
+            if slot.retire_for_free(|| 0) {
+                slot.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut(), false);
+            }
             device.join().unwrap();
-            assert!(slot.begin_delivery(old, DEVICE).is_none());
+            assert!(matches!(slot.begin_delivery(old), Begin::Dropped(_)));
         });
     }
 }

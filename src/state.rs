@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use libc::{c_int, c_long, c_void};
 
 use crate::adapter;
+use crate::free;
 use crate::gate;
 use crate::internals;
 use crate::log::debug;
 use crate::slots::{self, Slot};
-use crate::sync::{current_thread, SpinLock};
+use crate::sync::Lock;
 use crate::sys::{self, CRYPTO_EX_DATA, SSL, SSL_CTX};
 
 /// The callback and arg set on an `SSL_CTX`, and its fd-adapter choice.
@@ -42,7 +43,7 @@ static SSL_INDEX: AtomicI32 = AtomicI32::new(-1);
 
 /// Records of CTXs that predate the CTX index: (CTX address, record).
 /// Freed with their CTX (ex_data free functions run for every index).
-static EARLY: SpinLock<Vec<(usize, &'static CtxState)>> = SpinLock::new(Vec::new());
+static EARLY: Lock<Vec<(usize, &'static CtxState)>> = Lock::new(Vec::new());
 static EARLY_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers both ex_data indices; returns false if OpenSSL refused.
@@ -88,12 +89,16 @@ unsafe extern "C" fn ctx_new(
     _argp: *mut c_void,
 ) {
     let _ = std::panic::catch_unwind(|| {
-        let rec = Box::into_raw(Box::<CtxState>::default());
+        // Out of memory, the CTX gets its record in the side table when a
+        // setter first needs it (or that setter fails).
+        let Some(rec) = new_record() else {
+            return;
+        };
         // SAFETY: OpenSSL hands us the new CTX's ex_data and our own index;
         // the CTX is not yet visible to any other thread.
         if unsafe { sys::CRYPTO_set_ex_data(ad, idx, rec.cast()) } != 1 {
-            // SAFETY: rec came from Box::into_raw just above and was not stored.
-            drop(unsafe { Box::from_raw(rec) });
+            // SAFETY: rec came from new_record just above and was not stored.
+            unsafe { free_record(rec) };
         }
     });
 }
@@ -113,9 +118,27 @@ unsafe extern "C" fn ctx_free(
     };
     if !rec.is_null() {
         // SAFETY: the only values stored under our CTX index, and in EARLY,
-        // are boxed CtxStates; the CTX that owned this one is being freed.
-        drop(unsafe { Box::from_raw(rec) });
+        // come from new_record; the CTX that owned this one is being freed.
+        unsafe { free_record(rec) };
     }
+}
+
+/// A zeroed CTX record, or None when memory is short (never an abort).
+fn new_record() -> Option<*mut CtxState> {
+    let layout = std::alloc::Layout::new::<CtxState>();
+    // SAFETY: a non-zero-sized layout; all-zero bytes are a valid CtxState
+    // (three atomics, 0 = none).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<CtxState>();
+    (!p.is_null()).then_some(p)
+}
+
+/// Frees a record from [`new_record`].
+///
+/// # Safety
+/// `rec` came from `new_record` and nothing refers to it any more.
+unsafe fn free_record(rec: *mut CtxState) {
+    // SAFETY: the caller's contract; CtxState has no destructor.
+    unsafe { std::alloc::dealloc(rec.cast(), std::alloc::Layout::new::<CtxState>()) };
 }
 
 /// Removes a pre-index CTX's record from the side table.
@@ -146,11 +169,7 @@ unsafe extern "C" fn ssl_free(
         // pointers, and slots live for 'static.
         let slot = unsafe { &*ptr.cast::<Slot>() };
         // OpenSSL calls this; nothing may unwind into it.
-        let _ = std::panic::catch_unwind(|| {
-            adapter::forget(slot);
-            slots::release(slot, current_thread());
-        });
-        gate::hold(false);
+        let _ = std::panic::catch_unwind(|| free::ex_data_freed(slot));
     }
 }
 
@@ -202,11 +221,12 @@ pub fn ctx_state(ctx: *mut SSL_CTX, create: bool) -> Option<&'static CtxState> {
     if let Some(&(_, rec)) = early.iter().find(|&&(c, _)| c == ctx as usize) {
         return Some(rec); // boxed in EARLY until ctx_free of this CTX
     }
-    if !create {
+    if !create || early.try_reserve(1).is_err() {
         return None;
     }
-    // Leaked until ctx_free of this CTX takes it back out of EARLY.
-    let rec: &'static CtxState = Box::leak(Box::default());
+    // Kept until ctx_free of this CTX takes it back out of EARLY.
+    // SAFETY: a fresh record, owned by EARLY from here on.
+    let rec: &'static CtxState = unsafe { &*new_record()? };
     early.push((ctx as usize, rec));
     EARLY_LEN.fetch_add(1, Ordering::Release);
     debug!("side-table record for a CTX created before sslasync initialised");
@@ -239,16 +259,18 @@ pub fn attach_slot(
     if idx < 0 {
         return None;
     }
-    internals::ensure_job_layout(gate::hold);
     let fd_on = fd_on.unwrap_or_else(adapter::default_on);
     let slot = slots::acquire(ssl, callback, arg, fd_on)?;
     // SAFETY: ssl is live and owned by the calling thread, per OpenSSL's
     // threading rules for a single SSL object.
     if unsafe { sys::SSL_set_ex_data(ssl, idx, (slot as *const Slot).cast_mut().cast()) } != 1 {
-        slots::release(slot, current_thread());
+        // Never handed out: no claim can exist.
+        slot.retire_for_free(|| 0);
+        slots::release(slot);
         return None;
     }
     gate::hold(true);
+    internals::note_candidate(ssl);
     Some(slot)
 }
 
@@ -285,8 +307,14 @@ pub fn before_fork() {
     EARLY.hold_across_fork();
 }
 
-/// fork(), parent and child: release the side table.
-pub fn after_fork() {
+/// fork() in the parent: release the side table.
+pub fn after_fork_parent() {
     // SAFETY: before_fork took it on this thread.
     unsafe { EARLY.release_after_fork() };
+}
+
+/// fork() in the child: the side table is free again.
+pub fn after_fork_child() {
+    // SAFETY: before_fork took it on this thread.
+    unsafe { EARLY.reset_in_child() };
 }

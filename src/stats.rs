@@ -6,6 +6,7 @@
 //! processes that used the API or saw a pause, and the same numbers are
 //! readable from C through `sslasync_stats_get`.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
@@ -59,6 +60,20 @@ pub struct sslasync_stats {
     /// not watch them (the poller thread could not start, an fd could not be
     /// duplicated or watched).
     pub adapter_unavailable: u64,
+    /// `SSL_free` calls that returned at once while a callback of the SSL
+    /// ran on another thread: the SSL was freed when that callback returned
+    /// (counted whether or not counting is on).
+    pub frees_deferred: u64,
+    /// Job starts of SSLs whose callback was set past the shim (a library
+    /// loaded with `RTLD_DEEPBIND`, libssl called through a handle): they get
+    /// OpenSSL's own behaviour, and `sslasync_active()` returns 0 (counted
+    /// whether or not counting is on, while any SSL of the process uses the
+    /// API through the shim).
+    pub jobs_bypassed: u64,
+    /// Where the shim stands with libssl's job layout: 0 not measured yet
+    /// (no SSL that uses the API has started a job), 1 measured, 2 not one
+    /// the shim can trust (its protections are off; `sslasync_active()` 0).
+    pub job_layout: u64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -83,6 +98,8 @@ struct Counters {
     adapter_delivered: AtomicU64,
     adapter_dropped: AtomicU64,
     unavailable: AtomicU64,
+    frees_deferred: AtomicU64,
+    bypassed: AtomicU64,
 }
 
 static C: Counters = Counters {
@@ -98,6 +115,8 @@ static C: Counters = Counters {
     adapter_delivered: AtomicU64::new(0),
     adapter_dropped: AtomicU64::new(0),
     unavailable: AtomicU64::new(0),
+    frees_deferred: AtomicU64::new(0),
+    bypassed: AtomicU64::new(0),
 };
 
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -114,15 +133,14 @@ pub fn enabled() -> bool {
 /// Reads `SSLASYNC_STATS`: unset, empty or `0` off; `1` a text report;
 /// `json` one JSON object. Anything else is reported once and counts as off.
 pub fn init_from_env() {
-    let form = match std::env::var_os("SSLASYNC_STATS") {
-        None => return,
-        Some(v) if v.is_empty() || v == "0" => return,
-        Some(v) if v == "1" => TEXT,
-        Some(v) if v == "json" => JSON,
+    let form = match crate::env(c"SSLASYNC_STATS") {
+        None | Some(b"") | Some(b"0") => return,
+        Some(b"1") => TEXT,
+        Some(b"json") => JSON,
         Some(v) => {
             crate::log::notice!(
                 "SSLASYNC_STATS={} is not 0, 1 or json: statistics stay off",
-                v.to_string_lossy()
+                String::from_utf8_lossy(v)
             );
             return;
         }
@@ -175,6 +193,16 @@ pub fn adapter_unavailable() {
     bump(&C.unavailable);
 }
 
+/// An `SSL_free` left to a callback running on another thread.
+pub fn free_deferred() {
+    bump(&C.frees_deferred);
+}
+
+/// A job start of an SSL whose callback was set past the shim.
+pub fn job_bypassed() {
+    bump(&C.bypassed);
+}
+
 pub fn late_registration() {
     if enabled() {
         bump(&C.late);
@@ -223,6 +251,9 @@ pub fn snapshot() -> sslasync_stats {
         adapter_deliveries: r(&C.adapter_delivered),
         adapter_drops: r(&C.adapter_dropped),
         adapter_unavailable: r(&C.unavailable),
+        frees_deferred: r(&C.frees_deferred),
+        jobs_bypassed: r(&C.bypassed),
+        job_layout: crate::internals::job_layout_state(),
         ..Default::default()
     };
     if s.enabled == 0 {
@@ -248,17 +279,51 @@ extern "C" {
 }
 
 /// The short name of this program, for the report.
-fn program() -> String {
+fn program() -> &'static str {
     // SAFETY: glibc sets this pointer before any constructor runs and never
     // frees it; it is NUL-terminated or NULL.
     let p = unsafe { program_invocation_short_name };
     if p.is_null() {
-        return String::from("?");
+        return "?";
     }
     // SAFETY: as above.
     unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
+        .to_str()
+        .unwrap_or("?")
+}
+
+/// A report line built in place: the exit report allocates nothing (it may
+/// run when memory is short), and a report too long for it is cut.
+struct Buf {
+    bytes: [u8; 2048],
+    len: usize,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        Buf {
+            bytes: [0; 2048],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.bytes.len() - self.len;
+        let n = s.len().min(room);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 fn report() {
@@ -266,43 +331,39 @@ fn report() {
     if !USED.load(Ordering::Relaxed) && s.pauses == 0 {
         return; // a process that merely loaded the shim (e.g. a wrapper's sh)
     }
-    let (pid, prog) = (std::process::id(), program());
-    let line = match FORM.load(Ordering::Relaxed) {
-        JSON => json(&s, pid, &prog),
-        _ => text(&s, &format!("sslasync[{pid} {prog}] stats:")),
+    let mut out = Buf::new();
+    let _ = match FORM.load(Ordering::Relaxed) {
+        JSON => json(&mut out, &s, std::process::id(), program()),
+        _ => text(&mut out, &s, std::process::id(), program()),
     };
     // One write, so reports of concurrent processes do not interleave.
     use std::io::Write as _;
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = std::io::stderr().write_all(out.as_str().as_bytes());
 }
 
-fn text(s: &sslasync_stats, who: &str) -> String {
-    let mut lat = String::new();
-    for (i, n) in s
-        .latency_us_log2
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n != 0)
-    {
-        lat.push_str(&format!(" <{}us:{}", 1u64 << i, n));
-    }
-    if lat.is_empty() {
-        lat.push_str(" (none)");
-    }
-    let unverified = match s.jobs_unverified {
-        0 => String::new(),
-        n => format!(" jobs_unverified={n}"),
-    };
-    let mut counts = String::new();
+fn text(out: &mut impl fmt::Write, s: &sslasync_stats, pid: u32, prog: &str) -> fmt::Result {
+    write!(out, "sslasync[{pid} {prog}] stats:")?;
     for (name, _, v) in fields(s) {
-        counts.push_str(&format!(" {name}={v}"));
+        write!(out, " {name}={v}")?;
     }
-    format!("{who}{counts}{unverified}\n{who} pause-to-callback latency{lat}\n")
+    if s.jobs_unverified != 0 {
+        write!(out, " jobs_unverified={}", s.jobs_unverified)?;
+    }
+    write!(out, "\nsslasync[{pid} {prog}] stats: pause-to-callback latency")?;
+    let mut any = false;
+    for (i, n) in s.latency_us_log2.iter().enumerate().filter(|(_, n)| **n != 0) {
+        write!(out, " <{}us:{}", 1u64 << i, n)?;
+        any = true;
+    }
+    if !any {
+        out.write_str(" (none)")?;
+    }
+    out.write_str("\n")
 }
 
 /// The counters both reports print, in order: (text-report name, JSON key,
 /// value); the text names keep the report's historic spelling.
-fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 11] {
+fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 14] {
     [
         (
             "callbacks delivered",
@@ -331,31 +392,35 @@ fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 11] {
             "adapter_unavailable",
             s.adapter_unavailable,
         ),
+        ("frees_deferred", "frees_deferred", s.frees_deferred),
+        ("jobs_bypassed", "jobs_bypassed", s.jobs_bypassed),
+        ("job_layout", "job_layout", s.job_layout),
     ]
 }
 
-fn json(s: &sslasync_stats, pid: u32, prog: &str) -> String {
-    let mut name = String::new();
+fn json(out: &mut impl fmt::Write, s: &sslasync_stats, pid: u32, prog: &str) -> fmt::Result {
+    write!(
+        out,
+        "{{\"sslasync\":\"{}\",\"pid\":{pid},\"program\":\"",
+        env!("CARGO_PKG_VERSION")
+    )?;
     for c in prog.chars() {
         match c {
-            '"' => name.push_str("\\\""),
-            '\\' => name.push_str("\\\\"),
-            c if (c as u32) < 0x20 => name.push_str(&format!("\\u{:04x}", c as u32)),
-            c => name.push(c),
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32)?,
+            c => out.write_char(c)?,
         }
     }
-    let mut counts = String::new();
+    out.write_str("\",")?;
     for (_, key, v) in fields(s) {
-        counts.push_str(&format!("\"{key}\":{v},"));
+        write!(out, "\"{key}\":{v},")?;
     }
-    let lat: Vec<String> = s.latency_us_log2.iter().map(u64::to_string).collect();
-    format!(
-        "{{\"sslasync\":\"{}\",\"pid\":{pid},\"program\":\"{name}\",{counts}\
-         \"jobs_unverified\":{},\"latency_us_log2\":[{}]}}\n",
-        env!("CARGO_PKG_VERSION"),
-        s.jobs_unverified,
-        lat.join(",")
-    )
+    write!(out, "\"jobs_unverified\":{},\"latency_us_log2\":[", s.jobs_unverified)?;
+    for (i, n) in s.latency_us_log2.iter().enumerate() {
+        write!(out, "{}{n}", if i == 0 { "" } else { "," })?;
+    }
+    out.write_str("]}\n")
 }
 
 #[cfg(all(test, not(loom)))]
@@ -369,7 +434,9 @@ mod tests {
             pauses: 3,
             ..Default::default()
         };
-        let j = json(&s, 42, "a\"b\\c");
+        let mut b = Buf::new();
+        json(&mut b, &s, 42, "a\"b\\c").unwrap();
+        let j = b.as_str();
         assert!(j.starts_with("{\"sslasync\":\""), "{j}");
         assert!(j.contains("\"pid\":42,\"program\":\"a\\\"b\\\\c\""), "{j}");
         assert!(j.contains("\"pauses\":3,"), "{j}");
@@ -378,7 +445,9 @@ mod tests {
 
     #[test]
     fn the_text_report_names_the_process_on_every_line() {
-        let t = text(&sslasync_stats::default(), "sslasync[7 prog] stats:");
+        let mut b = Buf::new();
+        text(&mut b, &sslasync_stats::default(), 7, "prog").unwrap();
+        let t = b.as_str();
         assert_eq!(t.lines().count(), 2);
         assert!(
             t.lines().all(|l| l.starts_with("sslasync[7 prog] stats: ")),

@@ -12,6 +12,22 @@ pub type Callback = sys::ASYNC_callback_fn;
 #[cfg(sslasync_ossl111)]
 pub type Callback = Option<unsafe extern "C" fn(*mut c_void) -> c_int>;
 
+/// One of the shim's trampolines as the wait ctx stores it. They are
+/// declared "C-unwind" (a thread may end inside the user's callback they
+/// call); OpenSSL's C type cannot say so, and the call is the same.
+pub fn as_callback(
+    t: unsafe extern "C-unwind" fn(*mut c_void) -> c_int,
+) -> unsafe extern "C" fn(*mut c_void) -> c_int {
+    // SAFETY: the same C calling convention; only the unwinding annotation
+    // differs, and glibc's forced unwind needs no more than unwind tables.
+    unsafe {
+        std::mem::transmute::<
+            unsafe extern "C-unwind" fn(*mut c_void) -> c_int,
+            unsafe extern "C" fn(*mut c_void) -> c_int,
+        >(t)
+    }
+}
+
 /// Whether this OpenSSL's wait ctx can carry a callback at all.
 pub const HAS_CALLBACK: bool = cfg!(not(sslasync_ossl111));
 
