@@ -23,10 +23,11 @@
 #include "adapter_util.h"
 
 #include <poll.h>
+#include <unistd.h>
 
 typedef struct rconn {
     tlsd_conn c;
-    atomic_int calls, gone, early, bad_thread;
+    atomic_int calls, gone, early, bad_thread, freed;
     uint64_t own_completion;  /* device completions once this op completed */
 } rconn;
 
@@ -46,10 +47,25 @@ static int gated_cb(SSL *s, void *arg)
     return 1;
 }
 
+/* Frees r and waits until OpenSSL really freed it: an SSL freed while its
+ * callback still runs on the poller thread goes (closing its wait fd) when
+ * that returns, and the next phase counts on fd numbers. */
+static void rfree(rconn *r)
+{
+    long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+    tlsd_conn_free(&r->c);
+    while (!atomic_load(&r->freed)) {
+        TLSD_CHECK(tlsd_now_ns() < deadline, "an SSL was never freed");
+        usleep(1000);
+    }
+}
+
 static void rinit(rconn *r, SSL_CTX *sctx)
 {
     memset(r, 0, sizeof(*r));
     tlsd_conn_init(&r->c, sctx, NULL);
+    tlsd_watch_free(r->c.server, &r->freed);
     SSL_set_async_callback(r->c.server, gated_cb);
     SSL_set_async_callback_arg(r->c.server, r);
     r->own_completion = UINT64_MAX;
@@ -90,7 +106,7 @@ static void freed(SSL_CTX *sctx)
     simaccel_hold(1);
     rinit(&a, sctx);
     x = rpause(&a, 0, "freed A");
-    tlsd_conn_free(&a.c);
+    rfree(&a);
     atomic_store(&a.gone, 1);
     tlsd_style(SIMACCEL_STYLE_FD, 200000, 0);
     rinit(&b, sctx);
@@ -103,7 +119,7 @@ static void freed(SSL_CTX *sctx)
     rdone(&b, "freed B");
     TLSD_CHECK(atomic_load(&a.calls) == 0 && atomic_load(&b.calls) == 1,
                "freed: A %d callbacks, B %d", atomic_load(&a.calls), atomic_load(&b.calls));
-    tlsd_conn_free(&b.c);
+    rfree(&b);
     tlsd_say("freed: A armed on an fd, freed, its number reused by B; A's completion "
              "first: B called back once, after its own; A never");
 }
@@ -137,8 +153,8 @@ static void per_op(SSL_CTX *sctx)
     TLSD_CHECK(atomic_load(&a.calls) == 2 && atomic_load(&b.calls) == 1,
                "per_op: A %d callbacks (want 2), B %d", atomic_load(&a.calls),
                atomic_load(&b.calls));
-    tlsd_conn_free(&a.c);
-    tlsd_conn_free(&b.c);
+    rfree(&a);
+    rfree(&b);
     simaccel_fd_per_op(0);
     tlsd_say("per_op: a fresh fd per operation, closed by the engine: one number for "
              "three pauses of two SSLs, one callback each after its own completion");
@@ -170,8 +186,8 @@ static void resumed(SSL_CTX *sctx)
     rdone(&b, "resumed B");
     TLSD_CHECK(atomic_load(&a.calls) <= 1 && atomic_load(&b.calls) == 1,
                "resumed: A %d callbacks, B %d", atomic_load(&a.calls), atomic_load(&b.calls));
-    tlsd_conn_free(&a.c);
-    tlsd_conn_free(&b.c);
+    rfree(&a);
+    rfree(&b);
     simaccel_fd_per_op(0);
     tlsd_say("resumed: A resumed by the application on its readable fd, the engine closed "
              "it, B got the number: B called back once after its own completion, A not after "

@@ -1,31 +1,33 @@
 /*
  * Delivery vs SSL_free and clearing (shim only). Once SSL_free(s) or
- * SSL_set_async_callback(s, NULL) has returned, s's callback is not running
- * and will not start: that is what lets an application free the callback's
- * argument right after either call. The shim must wait for a delivery in
- * progress on another thread, yet a callback that clears or frees its own
- * SSL (on the device thread, or inline inside SSL_do_handshake) must not
- * wait for itself.
+ * SSL_set_async_callback(s, NULL) has returned, no callback of s starts;
+ * neither call waits for a callback of s already running, and SSL_free
+ * leaves the real free to that callback's end, so its SSL* stays valid
+ * until it returns. A callback that clears or frees its own SSL (on the
+ * device thread, or inline inside SSL_do_handshake) must not wait for
+ * itself either.
  *
  * Phases:
  *  1. device thread, the callback clears its own SSL's callback;
- *  2. device thread, the callback frees its own SSL;
+ *  2. device thread, the callback frees its own SSL: freed once the
+ *     callback has returned;
  *  3. inline (dasync style, same thread, inside the job): the callback
  *     clears itself;
  *     none of them may deadlock (a watchdog fails the test instead);
  *  4. the race: rounds of K SSLs paused on the device; the device is
  *     released and two threads at once SSL_free or clear each SSL, either
- *     the moment its callback is seen running or without waiting, and set
- *     the connection's `gone` flag right after the call returns. The
- *     callback spins up to a millisecond (to widen the window) and
- *     checks `gone` at its start and while it runs: seeing it set is a
- *     callback that started after, or was still running after, the call
- *     returned. The callback never touches its SSL* (it may be freed).
+ *     the moment its callback is seen running or without waiting, and
+ *     record the clock right after the call returns. The device records
+ *     the clock just before it starts each delivery (simaccel's notify
+ *     hook). A callback whose delivery began after the call returned is a
+ *     violation; so is a callback that finds its SSL freed (the test's
+ *     ex_data free function ran) at its end, after spinning up to a
+ *     millisecond to widen the window. The callback reads its SSL* at its
+ *     end (ASan would report a freed one).
  */
 #define _GNU_SOURCE
 #include "tlsdrive.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,36 +50,31 @@ static const char *const mode_name[NMODES] = {
 
 typedef struct {
     tlsd_conn c;
-    atomic_int running, done, gone;
+    atomic_int running, done, really_freed;
+    atomic_llong gone;   /* clock when the free or clear returned, 0 before */
     enum mode mode;
     int round, index;
 } race_conn;
+
+static atomic_llong gclock = 1;
+/* The clock when the device began its current delivery (device thread). */
+static __thread long long delivery_began;
+
+static void on_notify(void)
+{
+    delivery_began = atomic_fetch_add(&gclock, 1);
+}
 
 static atomic_uint violations;
 static atomic_flag first_taken = ATOMIC_FLAG_INIT;
 static char first_violation[256];
 
-/* ------------------------------------------------------------- watchdog */
-/* A deadlock in a phase would otherwise hang until CTest's timeout. */
-static const char *volatile phase_name = "";
-
-static void on_alarm(int sig)
-{
-    static const char a[] = "FAIL free_vs_delivery: no progress in phase \"";
-    static const char b[] = "\" (deadlock?)\n";
-    const char *p = phase_name;
-
-    (void)sig;
-    if (write(2, a, sizeof(a) - 1) < 0 || write(2, p, strlen(p)) < 0
-        || write(2, b, sizeof(b) - 1) < 0)
-        _exit(1);
-    _exit(1);
-}
+static const char *phase_name = "";
 
 static void phase(const char *name)
 {
-    phase_name = name;
-    alarm(name != NULL ? (tlsd_timeout_ms() + 999) / 1000 * 2 : 0);
+    phase_name = name != NULL ? name : "";
+    tlsd_watchdog(name, 0);
 }
 
 static long long now_ns(void)
@@ -107,6 +104,9 @@ static int self_free_cb(SSL *s, void *arg)
 
     TLSD_CHECK(s == r->c.server, "callback got another SSL*");
     SSL_free(s);
+    /* Left to this callback's end: s is still there. */
+    TLSD_CHECK(!atomic_load(&r->really_freed), "SSL freed under its own callback");
+    TLSD_CHECK(SSL_get_app_data(s) == &r->c, "the callback's SSL* no longer reads right");
     atomic_store(&r->done, 1);
     atomic_fetch_add(&self_done, 1);
     return 1;
@@ -144,6 +144,7 @@ static void pause_all(race_conn *rc, SSL_CTX *sctx, SSL_async_callback_fn cb)
     for (i = 0; i < K; i++) {
         memset(&rc[i], 0, sizeof(rc[i]));
         tlsd_conn_init(&rc[i].c, sctx, NULL);
+        tlsd_watch_free(rc[i].c.server, &rc[i].really_freed);
         TLSD_CHECK(SSL_set_async_callback(rc[i].c.server, cb) == 1, "set callback");
         TLSD_CHECK(SSL_set_async_callback_arg(rc[i].c.server, &rc[i]) == 1, "set arg");
         rc[i].index = i;
@@ -182,10 +183,13 @@ static void self_phases(SSL_CTX *sctx, race_conn *rc)
     wait_self_done(K, phase_name);
     TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "%s: device did not finish", phase_name);
     for (i = 0; i < K; i++) {
-        /* The callback freed the server (its paused job leaks, as natively). */
+        /* The callback freed the server (its paused job leaks, as natively)
+         * when it returned. */
+        TLSD_CHECK(atomic_load(&rc[i].really_freed), "connection %d: never freed", i);
         SSL_free(rc[i].c.client);
     }
-    tlsd_say("device thread: %d callbacks freed their own SSL and returned", K);
+    tlsd_say("device thread: %d callbacks freed their own SSL and returned; each SSL went when "
+             "its callback returned", K);
 
     /* (OpenSSL 1.1.1 has no engine callback, so nothing runs inline.) */
     if (TLSD_OPENSSL_111)
@@ -220,21 +224,21 @@ static void violation(race_conn *r, const char *what)
 static int race_cb(SSL *s, void *arg)
 {
     race_conn *r = arg;
-    long long until;
+    long long until, gone = atomic_load(&r->gone);
 
-    (void)s; /* may already be freed: never touched */
-    if (atomic_load(&r->gone)) {
+    if (gone != 0 && gone < delivery_began) {
         violation(r, "started after the call had returned");
         return 1;
     }
     atomic_store(&r->running, 1);
     until = now_ns() + SPIN_US * 1000LL;
-    while (now_ns() < until) {
-        if (atomic_load(&r->gone)) {
-            violation(r, "was still running when the call returned");
-            break;
-        }
-    }
+    while (now_ns() < until && !atomic_load(&r->gone))
+        ;
+    /* Freed or not meanwhile, s is still there until this returns. */
+    if (atomic_load(&r->really_freed))
+        violation(r, "found its SSL freed while it ran");
+    else if (SSL_get_app_data(s) != &r->c)
+        violation(r, "found its SSL* no longer reading as its SSL");
     atomic_store(&r->running, 0);
     atomic_store(&r->done, 1);
     return 1;
@@ -250,7 +254,7 @@ static void act(race_conn *r)
         tlsd_conn_free_server_only(&r->c);
     else
         SSL_set_async_callback(r->c.server, NULL);
-    atomic_store(&r->gone, 1);
+    atomic_store(&r->gone, atomic_fetch_add(&gclock, 1));
 }
 
 static void *freer_main(void *argp)
@@ -310,8 +314,12 @@ static void race_phase(SSL_CTX *sctx, race_conn *rc)
             delivered += (unsigned)atomic_load(&r->done);
             if (r->mode == CLEAR_WHEN_RUNNING || r->mode == CLEAR_AT_ONCE)
                 finish(r);
-            else
+            else {
+                /* Freed when its callback returned, if one ran. */
+                TLSD_CHECK(atomic_load(&r->really_freed), "round %d connection %d: never freed",
+                           round, i);
                 SSL_free(r->c.client); /* the server's paused job leaks, as natively */
+            }
         }
     }
     atomic_store(&stop_freers, 1);
@@ -324,10 +332,11 @@ static void race_phase(SSL_CTX *sctx, race_conn *rc)
     fprintf(stderr, "free_vs_delivery: %d rounds x %d SSLs, %u callbacks ran; per mode:"
             " %u %u %u %u\n", ROUNDS, K, delivered, tally[0], tally[1], tally[2], tally[3]);
     TLSD_CHECK(atomic_load(&violations) == 0,
-               "%u callbacks ran after SSL_free or a clear of their SSL had returned; "
-               "first: %s", atomic_load(&violations), first_violation);
+               "%u callbacks started after SSL_free or a clear of their SSL had returned, or "
+               "lost their SSL while running; first: %s", atomic_load(&violations),
+               first_violation);
     tlsd_say("%d rounds x %d SSLs freed or cleared against their deliveries: no callback "
-             "after the call returned", ROUNDS, K);
+             "started after the call returned, none lost its SSL", ROUNDS, K);
 }
 
 int main(void)
@@ -335,8 +344,8 @@ int main(void)
     SSL_CTX *sctx;
     race_conn *rc;
 
-    signal(SIGALRM, on_alarm);
     tlsd_begin("free_vs_delivery", TLSD_SHIM_ONLY);
+    simaccel_set_notify_hook(on_notify);
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
     rc = calloc(K, sizeof(*rc));
     TLSD_CHECK(rc != NULL, "calloc");

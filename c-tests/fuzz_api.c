@@ -9,18 +9,24 @@
  * while its operation is held on the device). The device thread delivers
  * callbacks concurrently.
  *
+ * Callbacks also free and clear other threads' SSLs: a worker now and then
+ * hands a paused connection over to a shared pool of orphans instead of
+ * freeing it, and callbacks (on the device, adapter or an owner thread)
+ * take orphans from the pool and clear their callback or free them.
+ *
  * It proves that every callback that arrives
  *   - gets the SSL* it belongs to (its arg token names its owner SSL),
  *   - gets an arg that was in force for that SSL while the completion was
  *     being delivered, and is a function that was set on that SSL then,
  *   - never starts after SSL_free(s) or SSL_set_async_callback(s, NULL)
- *     returned, and is not still running when either returns (a clear from
- *     inside the callback's own inline delivery is exempt: it must not wait
- *     for itself, which the inline self-clears here exercise),
+ *     returned, and finds its SSL still there at its end, however long it
+ *     ran (the shim waits for nothing: a free under a running callback is
+ *     done when the callback returns; the test's own ex_data free function
+ *     tells when OpenSSL really freed the SSL),
  * and that every handshake left open still completes once the device is
  * released, and nothing crashes or leaks (ASan+UBSan in make test). Some
  * device-thread callbacks yield the CPU for a while, so that frees and
- * clears on the owner threads land while they run; they must wait for them.
+ * clears on the owner threads land while they run.
  *
  * FUZZ_SEED (printed at start) reproduces each thread's operation sequence;
  * the interleaving of threads and the device is not reproducible.
@@ -35,11 +41,12 @@
  * history) and the clock at which the setter that replaced it returned. A
  * delivery must use values in force at some clock in [lb, now]: now is read
  * at callback entry; lb is a clock the shim's read of the values cannot
- * precede: for a device-thread delivery, the end of the previous callback on
- * that thread (the device is one sequential thread), for an inline delivery
- * the start of the SSL call it runs in. A completed clear raises lb for the
- * callback function to its return, so a callback that was cleared cannot
- * match any more. With a NULL or CTX arg the SSL* alone names the SSL, and
+ * precede, so the delivery began after it: for a device-thread delivery the
+ * clock the device read just before it started the delivery (simaccel's
+ * notify hook), for the adapter's thread the end of its previous callback
+ * (it delivers one after the other), for an inline delivery the start of
+ * the SSL call it runs in. A free or a clear that returned before lb must
+ * have stopped the delivery. With a NULL or CTX arg the SSL* alone names the SSL, and
  * malloc hands a freed SSL's address to the next one at once: such a
  * delivery is checked against every SSL that had that address, and passes
  * if it fits one of them.
@@ -101,6 +108,7 @@ typedef struct rec {
     size_t n, cap;
     atomic_uint_fast64_t last_clear_done;  /* clock when the last clear returned */
     atomic_uint_fast64_t freed;            /* clock when SSL_free returned */
+    atomic_int really_freed;               /* OpenSSL freed it (its ex_data) */
     atomic_uint delivered;
     struct rec *next;    /* arena list */
     struct rec *same;    /* older records in the same by_ptr bucket */
@@ -144,20 +152,21 @@ static atomic_uint reports;
 /* Kinds of violation, counted separately for the summary. */
 enum kind {
     K_THREAD, K_NOT_TOKEN, K_WRONG_SSL, K_UNKNOWN_SSL, K_AFTER_FREE, K_AFTER_CLEAR, K_BAD_CB,
-    K_BAD_ARG, K_FREE_RUNNING, K_CLEAR_RUNNING, K_COUNT
+    K_BAD_ARG, K_FREED_UNDER, K_COUNT
 };
 static const char *const kind_names[K_COUNT] = {
     "callback on an unexpected thread", "arg is no token", "SSL* is not its arg's SSL",
     "SSL* of no SSL of the test", "started after SSL_free returned",
     "started after a clear returned", "callback not in force", "arg not in force",
-    "SSL_free returned while it ran", "a clear returned while it ran",
+    "SSL freed while its callback ran",
 };
 static atomic_uint kind_count[K_COUNT];
 static atomic_uint_fast64_t deliveries, device_deliveries, inline_deliveries,
-    self_clears, mixed_pairs, slow_callbacks;
+    self_clears, mixed_pairs, slow_callbacks, orphans_freed, orphans_cleared;
 
 static uint64_t seed;
 static _Thread_local uint64_t lb_device;     /* end of the last callback on this thread */
+static _Thread_local uint64_t device_began;  /* device thread: its delivery's start */
 static _Thread_local uint64_t lb_call;       /* start of the current SSL call (owner) */
 static _Thread_local int in_owner_call;
 static _Thread_local int my_worker = -1;   /* worker index on a worker thread */
@@ -231,6 +240,7 @@ static rec *rec_new(SSL *s, int thread, int slot, int cb, token *arg)
     r->h[0].cb = cb;
     r->h[0].arg = arg;
     r->n = 1;
+    tlsd_watch_free(s, &r->really_freed);
     pthread_mutex_lock(&arena_mu);
     r->serial = ++rec_serial;
     r->next = recs;
@@ -374,38 +384,82 @@ enum verdict { V_OK, V_FREED, V_CLEARED, V_BAD_CB, V_BAD_ARG };
 static enum verdict evaluate(rec *r, int me, token *t, uint64_t lb, uint64_t now,
                              uint64_t *lcd_out)
 {
-    uint64_t lcd = atomic_load(&r->last_clear_done);
-    /* lcd is a tick (the clear's return), not a load: the entry the clear
-     * ended has until == lcd and must not match, hence lcd + 1. */
-    uint64_t lb_cb = lcd != 0 && lcd + 1 > lb ? lcd + 1 : lb;
-    int ok_cb = 0, ok_arg = 0;
+    uint64_t lcd = atomic_load(&r->last_clear_done), freed = atomic_load(&r->freed);
+    int ok_cb = 0, ok_arg = 0, cleared = 0;
 
     *lcd_out = lcd;
     pthread_mutex_lock(&r->mu);
     for (size_t i = r->n; i-- > 0;) {
         const hist *e = &r->h[i];
 
-        if (e->cb == me && in_window(e, lb_cb, now))
+        if (e->cb == me && in_window(e, lb, now))
             ok_cb = 1;
         if (e->arg == t && in_window(e, lb, now))
             ok_arg = 1;
+        /* The callback's last period ended by a clear before lb. */
+        if (e->cb == me && e->until != 0 && e->until == lcd && lcd < lb)
+            cleared = 1;
         if (e->until != 0 && e->until < lb)
             break; /* entries end in order: the older ones ended before lb */
     }
     pthread_mutex_unlock(&r->mu);
     if (!ok_arg)
         return V_BAD_ARG;
-    if (atomic_load(&r->freed) != 0)
+    /* freed and lb are ticks and loads: a free that returned at exactly lb
+     * returned after the delivery began. */
+    if (freed != 0 && freed < lb)
         return V_FREED;
-    if (!ok_cb) {
-        /* Would the callback match if the clear had not returned? */
-        pthread_mutex_lock(&r->mu);
-        for (size_t i = r->n; i-- > 0 && !ok_cb;)
-            ok_cb = r->h[i].cb == me && in_window(&r->h[i], lb, now);
-        pthread_mutex_unlock(&r->mu);
-        return ok_cb && lcd >= lb ? V_CLEARED : V_BAD_CB;
-    }
+    if (!ok_cb)
+        return cleared ? V_CLEARED : V_BAD_CB;
     return V_OK;
+}
+
+/* ---------------------------------------------------------------- orphans */
+
+/* A paused connection a worker handed over: nobody's any more, so any
+ * thread that takes it from the pool may free it or clear its callback. */
+typedef struct orphan {
+    rec *r;
+    SSL *client;
+} orphan;
+
+#define ORPHANS 16
+static _Atomic(orphan *) orphan_pool[ORPHANS];
+
+static void orphan_free(orphan *o)
+{
+    SSL_free(o->r->ssl);
+    atomic_store(&o->r->freed, tick());
+    SSL_free(o->client);
+    free(o);
+}
+
+/* From inside a callback: take an orphan, if there is one, and clear its
+ * callback (then free it) or free it. */
+static void take_orphan(int clear_first)
+{
+    for (int i = 0; i < ORPHANS; i++) {
+        orphan *o = atomic_exchange(&orphan_pool[i], NULL);
+
+        if (o == NULL)
+            continue;
+        if (clear_first) {
+            size_t prev = hist_begin(o->r, -1, cur_state(o->r).arg);
+
+            TLSD_CHECK(SSL_set_async_callback(o->r->ssl, NULL) == 1, "clear an orphan");
+            hist_end(o->r, prev, 1);
+            atomic_fetch_add(&orphans_cleared, 1);
+        }
+        orphan_free(o);
+        atomic_fetch_add(&orphans_freed, 1);
+        return;
+    }
+}
+
+/* The device thread notes when each of its deliveries begins. */
+static void on_notify(void)
+{
+    device_began = atomic_load(&gclock);
 }
 
 static int check_callback(int me, SSL *s, void *arg)
@@ -415,6 +469,9 @@ static int check_callback(int me, SSL *s, void *arg)
      * the fd-only pauses' callbacks: every pause on OpenSSL 1.1.1). */
     int on_device = simaccel_on_device_thread() || tlsd_on_adapter_thread();
     uint64_t lb = on_device ? lb_device : lb_call;
+
+    if (simaccel_on_device_thread() && device_began > lb)
+        lb = device_began;
     uint64_t lcd = 0;
     token *t = arg;
     rec *cand[THREADS * SLOTS * (PREV + 1)], *r = NULL;
@@ -442,6 +499,16 @@ static int check_callback(int me, SSL *s, void *arg)
         }
     } else {
         n = find_by_ssl(s, cand, (int)(sizeof(cand) / sizeof(cand[0])));
+        if (n == 0) {
+            /* Not in the views (an orphan, or freed long ago): every SSL
+             * this test made at that address. */
+            pthread_mutex_lock(&arena_mu);
+            for (rec *o = by_ptr[bucket(s)]; o != NULL && n < (int)(sizeof(cand) / sizeof(cand[0]));
+                 o = o->same)
+                if (o->ssl == s)
+                    cand[n++] = o;
+            pthread_mutex_unlock(&arena_mu);
+        }
     }
     if (n == 0) {
         report(K_UNKNOWN_SSL, "cb%d got SSL %p that is no SSL of this test (arg #%llu)", me, (void *)s,
@@ -513,17 +580,21 @@ static int check_callback(int me, SSL *s, void *arg)
     atomic_fetch_add(&r->delivered, 1);
 
     /* Now and then a slow callback, so that a free or clear on the owner
-     * thread lands while it runs (they must wait for it). */
+     * thread lands while it runs (nothing waits for it). */
     if (on_device && (now * 0x9e3779b97f4a7c15ull) >> 61 == 0) {
         atomic_fetch_add(&slow_callbacks, 1);
         for (int i = 0; i < 20; i++)
             sched_yield();
     }
-    if (atomic_load(&r->freed) != 0)
-        report(K_FREE_RUNNING, "SSL_free(ssl#%llu) returned while its callback cb%d was running",
+    /* Callbacks free and clear other threads' SSLs (the orphans). */
+    if ((now * 0xbf58476d1ce4e5b9ull) >> 61 == 0)
+        take_orphan((now >> 3) & 1);
+    /* Whatever happened meanwhile, the SSL is still there. */
+    if (atomic_load(&r->really_freed))
+        report(K_FREED_UNDER, "ssl#%llu was freed while its callback cb%d ran",
                (unsigned long long)r->serial, me);
-    if (on_device && atomic_load(&r->last_clear_done) != lcd)
-        report(K_CLEAR_RUNNING, "a clear of ssl#%llu returned while its callback cb%d was running",
+    else if (SSL_is_server(s) != 1) /* freed memory reads as the fill byte */
+        report(K_FREED_UNDER, "ssl#%llu no longer reads as its SSL in its callback cb%d",
                (unsigned long long)r->serial, me);
 
     /* Inline (dasync) delivery runs on the owner thread inside its SSL call:
@@ -559,15 +630,16 @@ static int cb2(SSL *s, void *arg)
 
 enum {
     OP_NEW, OP_DUP, OP_FREE, OP_CLEAR, OP_SET_CTX, OP_SET_CB, OP_CLEAR_CB, OP_SET_ARG,
-    OP_CLEAR_ARG, OP_CTX_CB, OP_CTX_ARG, OP_STEP, OP_STYLE, OP_HOLD, OP_RELEASE, OP_COUNT
+    OP_CLEAR_ARG, OP_CTX_CB, OP_CTX_ARG, OP_STEP, OP_STYLE, OP_HOLD, OP_RELEASE, OP_ORPHAN,
+    OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
     "SSL_new", "SSL_dup", "SSL_free", "SSL_clear", "SSL_set_SSL_CTX", "set callback",
     "clear callback", "set arg", "clear arg", "CTX callback", "CTX arg", "handshake step",
-    "device style", "device hold", "device release",
+    "device style", "device hold", "device release", "orphan",
 };
 /* Relative weights: handshake steps and setters dominate. */
-static unsigned op_weight[OP_COUNT] = { 4, 2, 2, 2, 1, 5, 2, 5, 2, 1, 1, 40, 2, 1, 3 };
+static unsigned op_weight[OP_COUNT] = { 4, 2, 2, 2, 1, 5, 2, 5, 2, 1, 1, 40, 2, 1, 3, 2 };
 
 typedef struct worker {
     int id;
@@ -849,6 +921,33 @@ static void do_op(worker *w, int op)
     case OP_RELEASE:
         simaccel_hold(0);
         break;
+    case OP_ORPHAN:
+        /* A paused connection goes to the pool (else it is freed). */
+        if ((k = pick_slot(w, 1)) < 0 || !w->c[k].paused)
+            break;
+        c = &w->c[k];
+        {
+            orphan *o = calloc(1, sizeof(*o));
+            int i;
+
+            TLSD_CHECK(o != NULL, "calloc");
+            o->r = c->r;
+            o->client = c->client;
+            for (i = 0; i < ORPHANS; i++) {
+                orphan *none = NULL;
+
+                if (atomic_compare_exchange_strong(&orphan_pool[i], &none, o))
+                    break;
+            }
+            if (i == ORPHANS) {
+                free(o);
+                conn_free(w, k);
+                break;
+            }
+            view_push(w->id, k, NULL);
+            memset(c, 0, sizeof(*c));
+        }
+        break;
     }
 }
 
@@ -934,6 +1033,25 @@ int main(void)
     }
     (void)tlsd_client_ctx(); /* made once here, then only read by the threads */
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
+    simaccel_set_notify_hook(on_notify);
+    /* Before the random phase: one SSL's handshake (the shim measures the
+     * job layout on it) and one more SSL_new (the reference count on it),
+     * so that SSL_free can defer from the first random operation on. */
+    {
+        tlsd_conn warm[2];
+        sslasync_stats st = { 0 };
+
+        tlsd_conn_init(&warm[0], ctxs[NCTX - 1], NULL);
+        SSL_set_async_callback(warm[0].server, tlsd_cb);
+        SSL_set_async_callback_arg(warm[0].server, &warm[0]);
+        tlsd_handshake(&warm[0]);
+        tlsd_conn_init(&warm[1], ctxs[NCTX - 1], NULL);
+        tlsd_conn_free(&warm[0]);
+        tlsd_conn_free(&warm[1]);
+        TLSD_CHECK(tlsd_shim_stats_get()(&st, sizeof(st)) >= 0 && st.free_deferral == 1,
+                   "the shim cannot defer SSL_free (free_deferral %llu)",
+                   (unsigned long long)st.free_deferral);
+    }
     clock_gettime(CLOCK_MONOTONIC, &tstart);
 
     /* FUZZ_WEIGHTS=w0,w1,... overrides the op mix (to narrow down a failure). */
@@ -964,6 +1082,12 @@ int main(void)
     pthread_barrier_wait(&phase);
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
+    for (int i = 0; i < ORPHANS; i++) {
+        orphan *o = atomic_exchange(&orphan_pool[i], NULL);
+
+        if (o != NULL)
+            orphan_free(o);
+    }
     clock_gettime(CLOCK_MONOTONIC, &t2);
 
     for (int t = 0; t < THREADS; t++) {
@@ -994,6 +1118,9 @@ int main(void)
            (unsigned long long)atomic_load(&slow_callbacks),
            (unsigned long long)atomic_load(&mixed_pairs),
            (unsigned long long)atomic_load(&self_clears));
+    printf("fuzz_api: orphans freed from callbacks %llu (cleared first %llu)\n",
+           (unsigned long long)atomic_load(&orphans_freed),
+           (unsigned long long)atomic_load(&orphans_cleared));
     for (int k = 0; k < K_COUNT; k++)
         if (atomic_load(&kind_count[k]) != 0)
             printf("fuzz_api: VIOLATIONS %-32s %u\n", kind_names[k], atomic_load(&kind_count[k]));

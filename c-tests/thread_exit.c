@@ -1,11 +1,11 @@
 /*
- * A callback whose thread never returns from it (shim only). An engine
- * thread may end inside the application's callback (pthread_exit, or a
- * cancellation at a cancellation point), or the callback may longjmp out of
- * it. Natively nothing of OpenSSL is held across the callback, so the
- * application can go on clearing and freeing that SSL. With the shim the
- * delivery holds a claim on the SSL's record while the callback runs; it
- * must be released when the thread leaves the callback that way, so that:
+ * A callback whose thread ends inside it (shim only). An engine thread may
+ * end inside the application's callback: pthread_exit, or a cancellation at
+ * a cancellation point. Natively nothing of OpenSSL is held across the
+ * callback, so the application can go on clearing and freeing that SSL.
+ * With the shim the delivery holds a claim on the SSL's record while the
+ * callback runs; the forced unwind that ends the thread must release it,
+ * so that:
  *  - SSL_set_async_callback(s, NULL) and SSL_free(s) return (a watchdog
  *    fails the test on a hang), and
  *  - SSL_free(s) frees s at once, no callback of s being left running (its
@@ -17,19 +17,17 @@
 #include "tlsdrive.h"
 
 #include <dlfcn.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-enum how { EXIT, CANCEL, LONGJMP, NHOW };
-static const char *const how_name[NHOW] = { "pthread_exit", "pthread_cancel", "longjmp" };
+enum how { EXIT, CANCEL, NHOW };
+static const char *const how_name[NHOW] = { "pthread_exit", "pthread_cancel" };
 
 static enum how how;
 static atomic_int entered;
-static __thread jmp_buf *engine_jump;
 
 static int leaving_cb(SSL *s, void *arg)
 {
@@ -44,31 +42,19 @@ static int leaving_cb(SSL *s, void *arg)
          * point, so the thread ends inside it. */
         for (;;)
             sleep(1);
-    case LONGJMP:
-        longjmp(*engine_jump, 1);
     default:
         abort();
     }
 }
 
 /* An engine thread: completes the one held operation on this thread, whose
- * callback then never returns here. */
+ * callback then ends the thread. */
 static void *engine_main(void *unused)
 {
-    jmp_buf jb;
-
     (void)unused;
     pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-    if (setjmp(jb) == 0) {
-        engine_jump = &jb;
-        TLSD_CHECK(simaccel_complete_one() == 1, "nothing to complete");
-        tlsd_fail(__FILE__, __LINE__, "engine_main", "%s: the callback returned",
-                  how_name[how]);
-    }
-    /* Only a longjmp comes back here: the device's notification never
-     * returned to the fixture. */
-    simaccel_abandon_one();
-    return NULL;
+    TLSD_CHECK(simaccel_complete_one() == 1, "nothing to complete");
+    tlsd_fail(__FILE__, __LINE__, "engine_main", "%s: the callback returned", how_name[how]);
 }
 
 static void wait_entered(void)
@@ -104,9 +90,9 @@ static void one(SSL_CTX *sctx, enum how h)
     if (h == CANCEL)
         TLSD_CHECK(pthread_cancel(engine) == 0, "pthread_cancel");
     TLSD_CHECK(pthread_join(engine, NULL) == 0, "pthread_join");
-    if (h != LONGJMP)
-        simaccel_abandon_one();
-    /* The thread is gone (or jumped out): nothing of s is in a callback. */
+    /* The device's notification never returned to the fixture. */
+    simaccel_abandon_one();
+    /* The thread is gone: nothing of s is in a callback. */
     TLSD_CHECK(SSL_set_async_callback(c.server, NULL) == 1, "clear");
     tlsd_conn_free(&c);
     TLSD_CHECK(atomic_load(&freed) == 1,

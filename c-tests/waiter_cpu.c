@@ -143,12 +143,12 @@ int main(void)
         TLSD_CHECK(simaccel_wait_in_flight(2, tlsd_timeout_ms()), "not submitted");
         for (i = 0; i < 2; i++)
             TLSD_CHECK(pthread_create(&engine[i], NULL, engine_main, NULL) == 0, "engine");
-        simaccel_hold(0);
+        for (i = 0; i < 2; i++)
+            wait_asleep(&z[i]);
+        simaccel_hold(0); /* the device serves the fd-only SSL below */
     }
     /* One fd adapter callback, on its poller thread: its actor starts it. */
     tlsd_style(SIMACCEL_STYLE_FD, 0, 0);
-    for (i = first; i < 2; i++)
-        wait_asleep(&z[i]);
     for (i = first; i < 3; i++)
         TLSD_CHECK(pthread_create(&actor[i], NULL, act[i], &z[i]) == 0, "actor");
     for (i = first; i < 3; i++) {

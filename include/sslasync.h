@@ -180,6 +180,13 @@ typedef struct sslasync_stats {
    * the shim can trust (its protections are off; `sslasync_active()` 0).
    */
   uint64_t job_layout;
+  /**
+   * Whether `SSL_free` can leave the real free to a callback of the SSL
+   * still running: 0 not known yet (no SSL was created since the job
+   * layout was measured), 1 yes, 2 no (the SSL's reference count was
+   * not found: such a callback keeps a dangling `SSL*`, as natively).
+   */
+  uint64_t free_deferral;
 } sslasync_stats;
 
 #ifdef __cplusplus

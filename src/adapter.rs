@@ -20,9 +20,8 @@ use crate::log::{debug, notice};
 use crate::slots::{self, Slot};
 use crate::stats;
 use crate::sync::Lock;
-use crate::thread;
-use crate::unwind;
 use crate::sys::{self, ASYNC_WAIT_CTX};
+use crate::thread;
 use crate::waitctx;
 
 // ------------------------------------------------------------- the switch
@@ -80,7 +79,7 @@ pub unsafe extern "C-unwind" fn trampoline_fd(arg: *mut c_void) -> c_int {
         let _ = std::panic::catch_unwind(|| forget(slot));
     }
     // SAFETY: the trampoline's own contract: arg is a wait-ctx argument.
-    unsafe { deliver::trampoline(arg) }
+    unsafe { deliver::deliver_any(arg) }
 }
 
 // ------------------------------------------------------ arming and ending
@@ -304,25 +303,31 @@ fn start_poller(ep: c_int) -> bool {
 }
 
 /// The poller thread. If a callback ends it (`pthread_exit`, a
-/// cancellation), the cleanup handler starts a replacement on the same
-/// epoll set, so armed pauses are still delivered.
+/// cancellation), the unwind through this frame starts a replacement on the
+/// same epoll set, so armed pauses are still delivered.
 unsafe extern "C-unwind" fn poller_main(arg: *mut c_void) -> *mut c_void {
     let ep = arg as usize as c_int;
-    unwind::guarded(poller_ended, arg, || run(ep));
+    let ended = PollerEnded(ep);
+    run(ep);
+    std::mem::forget(ended); // run() returns only when the poller gave up
     std::ptr::null_mut()
 }
 
-/// glibc's cleanup handler for a poller thread that a callback ended.
-unsafe extern "C" fn poller_ended(arg: *mut c_void) {
-    let ep = arg as usize as c_int;
-    let _ = std::panic::catch_unwind(|| {
-        if start_poller(ep) {
-            notice!("fd adapter: a callback ended the poller thread; a new one took over");
-        } else {
-            notice!("fd adapter: a callback ended the poller thread and none can start");
-            abandon_poller(ep);
-        }
-    });
+/// Dropped only if the poller thread unwinds: a callback ended it.
+struct PollerEnded(c_int);
+
+impl Drop for PollerEnded {
+    fn drop(&mut self) {
+        let ep = self.0;
+        let _ = std::panic::catch_unwind(|| {
+            if start_poller(ep) {
+                notice!("fd adapter: a callback ended the poller thread; a new one took over");
+            } else {
+                notice!("fd adapter: a callback ended the poller thread and none can start");
+                abandon_poller(ep);
+            }
+        });
+    }
 }
 
 /// The poller cannot go on: every armed pause is called back now, as if its

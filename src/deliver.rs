@@ -1,51 +1,69 @@
-//! The wait-ctx callback the shim registers (the trampoline) and what it
-//! does when an engine calls it: find the SSL's slot and call the user.
+//! The wait-ctx callbacks the shim registers (the trampolines) and what they
+//! do when an engine calls one: find the SSL's slot and call the user.
 //!
 //! The argument an engine hands back is a slot handle, never a pointer, and
 //! the slot protocol ([`crate::slots`]) drops a completion whose SSL was
 //! freed or whose callback was cleared before the delivery claimed the slot.
 //! No shim lock is held and nothing is waited for while the user runs. The
-//! frames from the trampoline to the user's callback hold no destructor, so
-//! a thread that ends inside the callback (`pthread_exit`, cancellation) or
-//! `longjmp`s out of it passes them; a glibc cleanup handler then ends the
-//! delivery's claim ([`crate::unwind`]).
+//! user's callback and the trampolines are "C-unwind": when the callback's
+//! thread ends inside it (`pthread_exit`, a cancellation), glibc's forced
+//! unwind passes through the shim's frames and the claim's guard releases
+//! it on the way, at no cost to a callback that returns.
 
 use libc::{c_int, c_void};
 
-use crate::retire;
 use crate::log::debug;
+use crate::retire;
 use crate::slots::{self, Begin, Leftover, Slot, Target};
 use crate::stats;
 use crate::sys::SSL;
-use crate::unwind;
 
 /// The user's callback as it is called: it may unwind (a thread exit or a
 /// cancellation inside it is a forced unwind through the shim's frames).
 type UserCallback = unsafe extern "C-unwind" fn(*mut SSL, *mut c_void) -> c_int;
 
-/// The address the job-start hook compares wait-ctx callbacks with.
+/// The address the job-start hook's fast path compares wait-ctx callbacks
+/// with: the plain trampoline (with statistics on, the counting one is
+/// registered instead, and every job start takes the checked path anyway).
 #[inline(always)]
 pub fn trampoline_address() -> usize {
     trampoline as *const () as usize
 }
 
+/// Whether `cb` is one of the two trampolines.
+#[inline]
+pub fn is_trampoline(cb: usize) -> bool {
+    cb == trampoline_address() || cb == trampoline_counted as *const () as usize
+}
+
+/// The trampoline to register on a wait ctx now.
+pub fn current_trampoline() -> unsafe extern "C-unwind" fn(*mut c_void) -> c_int {
+    if stats::enabled() {
+        trampoline_counted
+    } else {
+        trampoline
+    }
+}
+
 /// The callback the shim puts on a wait ctx; `arg` is a slot handle.
 pub unsafe extern "C-unwind" fn trampoline(arg: *mut c_void) -> c_int {
-    if stats::enabled() {
-        // SAFETY: same contract.
-        return unsafe { trampoline_counted(arg) };
-    }
     // SAFETY: same contract.
     unsafe { deliver(arg, false) }
 }
 
-/// [`trampoline`] with `SSLASYNC_STATS` on, kept out of line so the plain
-/// path keeps few registers live across the user's callback.
-#[cold]
-#[inline(never)]
+/// [`trampoline`] with `SSLASYNC_STATS` on, registered instead of it.
 unsafe extern "C-unwind" fn trampoline_counted(arg: *mut c_void) -> c_int {
     // SAFETY: same contract.
     unsafe { deliver(arg, true) }
+}
+
+/// The delivery of either trampoline, for the fd adapter's own trampoline.
+///
+/// # Safety
+/// `arg` is a wait-ctx callback argument.
+pub unsafe fn deliver_any(arg: *mut c_void) -> c_int {
+    // SAFETY: the caller's.
+    unsafe { deliver(arg, stats::enabled()) }
 }
 
 /// Calls the user's callback for the slot `handle` names, if it still may.
@@ -68,9 +86,7 @@ unsafe fn deliver(handle: *mut c_void, count: bool) -> c_int {
         stats::callback_delivered(slot);
     }
     // SAFETY: the target was read under this thread's claim.
-    let r = unsafe { call(slot, target) };
-    settle(slot, slot.end_claim());
-    r
+    unsafe { call(slot, target) }
 }
 
 /// Calls the user for the pause the fd adapter armed under job-start count
@@ -95,45 +111,36 @@ pub unsafe fn deliver_pause(handle: u64, seq: u64) -> bool {
     }
     // SAFETY: the target was read under this thread's claim.
     unsafe { call(slot, target) };
-    settle(slot, slot.end_claim());
     true
 }
 
-/// The user's callback, with the claim's cleanup handler registered around
-/// it. A plain old frame: nothing here needs dropping if it is unwound.
+/// A delivery's claim, ended when the user's callback returns, or when the
+/// callback's thread unwinds through this frame (it ended inside it).
+struct Claim(&'static Slot);
+
+impl Drop for Claim {
+    #[inline(always)]
+    fn drop(&mut self) {
+        settle(self.0, self.0.end_claim());
+    }
+}
+
+/// The user's callback, then the end of the claim.
 ///
 /// # Safety
 /// `target` was read under the calling thread's claim on `slot`.
 #[inline(always)]
 unsafe fn call(slot: &'static Slot, target: Target) -> c_int {
+    let claim = Claim(slot);
     // SAFETY: callback holds a non-NULL SSL_async_callback_fn stored by a
     // setter for this slot's SSL.
     let user = unsafe { std::mem::transmute::<usize, UserCallback>(target.callback) };
-    let slot_arg = (slot as *const Slot).cast_mut().cast::<c_void>();
     // SAFETY: the user's C callback with its own SSL and arg, exactly as
     // native OpenSSL calls it. The claim keeps the SSL from being freed
     // (SSL_free leaves that to the last claim), and no shim lock is held.
-    unwind::guarded(claim_abandoned, slot_arg, || unsafe {
-        user(target.ssl, target.arg)
-    })
-}
-
-/// glibc's cleanup handler for a callback its thread never returned from
-/// (it ended inside it, or `longjmp`ed out): end the delivery's claim.
-unsafe extern "C" fn claim_abandoned(arg: *mut c_void) {
-    // SAFETY: arg is the 'static slot `call` registered.
-    let slot = unsafe { &*arg.cast::<Slot>() };
-    let _ = std::panic::catch_unwind(|| {
-        debug!("a callback's thread left it without returning: its claim ends");
-        settle(slot, slot.end_claim());
-    });
-}
-
-/// How many of `slot`'s claims are the calling thread's own (callbacks of
-/// that SSL it is inside).
-pub fn own_claims(slot: &Slot) -> u64 {
-    let arg = (slot as *const Slot).cast_mut().cast::<c_void>();
-    unwind::registered(claim_abandoned, arg) as u64
+    let r = unsafe { user(target.ssl, target.arg) };
+    drop(claim);
+    r
 }
 
 /// Does what ending a claim left to this thread (a deferred free).

@@ -3,14 +3,13 @@
 //!
 //! The last `SSL_free` of such an SSL (the shim knows it is the last from
 //! the reference count, see `internals`) retires the record at once. When a
-//! callback of the SSL is running on another thread, the real free is left
-//! to that callback's end, on its thread, so its `SSL*` stays valid until it
-//! returns; a thread freeing the SSL from inside its own callback frees it at
-//! once, as natively. A free the shim does not see (libssl freeing an SSL
-//! internally past the interposer) is caught by the ex_data free callback.
+//! callback of the SSL is running (on another thread, or the one freeing it
+//! from inside that callback), the real free is left to the callback's end,
+//! on its thread, so its `SSL*` stays valid until it returns. A free the
+//! shim does not see (libssl freeing an SSL internally past the interposer)
+//! is caught by the ex_data free callback.
 
 use crate::adapter;
-use crate::deliver;
 use crate::internals;
 use crate::log::debug;
 use crate::real;
@@ -36,14 +35,14 @@ pub unsafe fn free_ssl(real: RealFree, s: *mut SSL, slot: &'static Slot) {
     }
     internals::forget_candidate(s);
     adapter::forget(slot);
-    if slot.retire_for_free(|| deliver::own_claims(slot)) {
+    if slot.retire_for_free() {
         // SAFETY: the caller's last reference; the record is retired, so its
         // ex_data callback leaves it alone.
         unsafe { real(s) };
         release(slot);
     } else {
         stats::free_deferred();
-        debug!("SSL_free while its callback runs on another thread: freed when it returns");
+        debug!("SSL_free while its callback runs: freed when that returns");
     }
 }
 
@@ -57,16 +56,17 @@ pub fn ex_data_freed(slot: &'static Slot) {
     }
     internals::forget_candidate(slot.ssl.load(std::sync::atomic::Ordering::Acquire));
     adapter::forget(slot);
-    if slot.retire_behind(|| deliver::own_claims(slot)) {
+    if slot.retire_behind() {
         release(slot);
     }
 }
 
-/// Measures where an SSL's reference count lives, on `s` fresh from
-/// `SSL_new`, the first time that is possible (see `internals`).
+/// Measures where an SSL's reference count lives, on `s` (fresh from
+/// `SSL_new`, or starting a job on its owner's thread), until found (see
+/// `internals`).
 ///
 /// # Safety
-/// `s` was just made by the real `SSL_new` and not yet handed out.
+/// `s` is a live SSL the calling thread owns.
 pub unsafe fn probe_references(s: *mut SSL) {
     if !internals::references_probe_due() {
         return;

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use libc::{c_int, c_void};
 
 use crate::adapter;
-use crate::deliver::{trampoline, trampoline_address};
+use crate::deliver::{self, trampoline_address};
+use crate::free;
 use crate::gate;
 use crate::internals;
 use crate::log::{debug, notice};
@@ -84,6 +85,12 @@ pub unsafe fn start_job(
 ) -> c_int {
     // SAFETY: the caller's arguments; job_ssl reads only the args block.
     let ssl = unsafe { internals::job_ssl(job, func, args, size) };
+    if let Some(s) = ssl.filter(|_| internals::references_probe_due()) {
+        // The first jobs of the process: find the reference count on this
+        // SSL, whose owner is starting it, before any callback can run.
+        // SAFETY: s is the live SSL whose job this thread starts.
+        let _ = std::panic::catch_unwind(|| unsafe { free::probe_references(s) });
+    }
     // A panic in the shim's own code degrades to starting the job untouched:
     // the real call below must happen exactly once whatever happened here.
     let wired = match ssl {
@@ -144,7 +151,7 @@ fn set_wait_callback(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) {
             let t = if s.fd_on() {
                 adapter::trampoline_fd
             } else {
-                trampoline
+                deliver::current_trampoline()
             };
             (Some(waitctx::as_callback(t)), s.handle())
         }
@@ -185,7 +192,7 @@ fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<(&'static Slot, bool
     // SAFETY: wctx is live.
     let cur = unsafe { waitctx::callback(wctx) };
     if let Some((cb, arg)) = cur {
-        if cb == trampoline_address() || cb == adapter::trampoline_address() {
+        if deliver::is_trampoline(cb) || cb == adapter::trampoline_address() {
             // Already ours (clearing takes it off at once, see `unwire`); the
             // SSL is alive during its own job start, so its slot is current.
             return slots::named(arg).map(|s| (s, true));

@@ -97,9 +97,7 @@ pub fn forget_candidate(ssl: *mut SSL) {
 }
 
 fn is_candidate(first: usize) -> bool {
-    CANDIDATE
-        .iter()
-        .any(|c| c.load(Ordering::Acquire) == first)
+    CANDIDATE.iter().any(|c| c.load(Ordering::Acquire) == first)
 }
 
 /// The SSL a job belongs to, if the job is provably libssl's: entry point
@@ -179,6 +177,22 @@ const REFS_NOT_PROBED: u8 = 0;
 const REFS_PROBING: u8 = 1;
 const REFS_DONE: u8 = 2;
 static REFS_PROBE: AtomicU8 = AtomicU8::new(REFS_NOT_PROBED);
+/// Probes that found no single candidate (an SSL with more than one
+/// reference, say); after this many the count is taken as not found.
+static REFS_MISSES: AtomicU8 = AtomicU8::new(0);
+const REFS_TRIES: u8 = 8;
+
+/// 0 not probed yet, 1 the reference count found, 2 not found.
+pub fn free_deferral_state() -> u64 {
+    match (
+        REFS_PROBE.load(Ordering::Acquire),
+        REFS_OFFSET.load(Ordering::Acquire),
+    ) {
+        (REFS_DONE, UNKNOWN) => 2,
+        (REFS_DONE, _) => 1,
+        _ => 0,
+    }
+}
 
 /// Whether `ssl` holds its last reference, if the shim knows where the
 /// count lives (`SSL_free` of it then really frees it).
@@ -202,13 +216,14 @@ pub fn references_probe_due() -> bool {
         && !matches!(JOB_OFFSET.load(Ordering::Relaxed), UNKNOWN | IMPOSSIBLE)
 }
 
-/// Finds where the reference count lives, on `ssl`, fresh from `SSL_new`
-/// (its one reference is the caller's, which has not returned it yet),
-/// once the job offset bounds the object. At most one probe runs; others
-/// return at once.
+/// Finds where the reference count lives, on `ssl`, which normally has one
+/// reference: an SSL fresh from `SSL_new`, or one whose first job measured
+/// the job offset (which bounds the object). At most one probe runs at a
+/// time; others return at once. A probe that finds no single candidate is
+/// retried on a later SSL, up to a few times.
 ///
 /// # Safety
-/// `ssl` is a TLS connection object just made by the real `SSL_new`.
+/// `ssl` is a live TLS connection object the calling thread owns.
 pub unsafe fn probe_references(
     ssl: *mut SSL,
     up_ref: unsafe extern "C" fn(*mut SSL) -> libc::c_int,
@@ -240,9 +255,13 @@ pub unsafe fn probe_references(
             REFS_OFFSET.store(off, Ordering::Release);
             debug!("SSL reference count at ssl + {off:#x}");
         }
-        None => debug!(
-            "an SSL's reference count was not found: a callback running at the final \
-             SSL_free is not waited for by deferring the free"
+        None if REFS_MISSES.fetch_add(1, Ordering::Relaxed) + 1 < REFS_TRIES => {
+            REFS_PROBE.store(REFS_NOT_PROBED, Ordering::Release);
+            return;
+        }
+        None => notice!(
+            "an SSL's reference count was not found: SSL_free cannot leave the free to a \
+             callback of the SSL still running (its SSL* dangles, as natively)"
         ),
     }
     REFS_PROBE.store(REFS_DONE, Ordering::Release);

@@ -56,7 +56,6 @@ mod stats;
 mod sync;
 mod sys;
 mod thread;
-mod unwind;
 mod waitctx;
 
 #[cfg(all(test, not(loom)))]
@@ -191,7 +190,7 @@ fn register_fork_handlers() {
         state::after_fork_parent();
     }
     extern "C" fn child() {
-        slots::after_fork_child(deliver::own_claims);
+        slots::after_fork_child();
         adapter::after_fork_child();
         state::after_fork_child();
     }
@@ -201,12 +200,19 @@ fn register_fork_handlers() {
 }
 
 /// Runs `init` when the library is loaded, before `main` (not in cargo's
-/// unit-test binary, which is no shim).
+/// unit-test binary, which is no shim) — if it is in the program's global
+/// scope by then. A shim that `dlopen` is still loading is not yet (with
+/// `RTLD_GLOBAL` it will be once `dlopen` returns): it decides at its first
+/// call instead, where it then stands.
 #[used]
 #[cfg_attr(not(test), link_section = ".init_array")]
 static INIT: extern "C" fn() = {
     extern "C" fn on_load() {
-        let _ = std::panic::catch_unwind(init);
+        let _ = std::panic::catch_unwind(|| {
+            if real::in_global_scope() {
+                init();
+            }
+        });
     }
     on_load
 };

@@ -219,7 +219,9 @@ fn other_libssl(ours: usize) -> Option<Object> {
 /// OpenSSL's objects (an unversioned or weak reference binds to any node).
 pub fn foreign_openssl() -> bool {
     let linked = object_of(sys::SSL_get_ex_data as *const () as usize).map(|o| o.base);
-    let process = SSL_new().and_then(|f| object_of(f as usize)).map(|o| o.base);
+    let process = SSL_new()
+        .and_then(|f| object_of(f as usize))
+        .map(|o| o.base);
     process != linked || other_libssl(linked.unwrap_or(0)).is_some()
 }
 
@@ -289,9 +291,14 @@ pub enum Why {
         winner: Option<Object>,
     },
     /// libssl's own calls into libcrypto do not reach the shim.
-    LibsslBoundPast { winner: Option<Object> },
+    LibsslBoundPast {
+        winner: Option<Object>,
+    },
     MissingReal,
-    OtherLibssl { process: Option<Object>, linked: Option<Object> },
+    OtherLibssl {
+        process: Option<Object>,
+        linked: Option<Object>,
+    },
     SecondLibssl(Object),
     OtherMajor(u64),
     NoApi,
@@ -365,6 +372,16 @@ fn write_obj(f: &mut fmt::Formatter, o: &Option<Object>, none: &str) -> fmt::Res
 fn global_scope() -> *mut c_void {
     // SAFETY: dlopen(NULL) returns the main program's handle.
     unsafe { libc::dlopen(ptr::null(), libc::RTLD_LAZY) }
+}
+
+/// Whether the shim itself is in the program's global scope (its own
+/// `sslasync_version` is found there).
+pub fn in_global_scope() -> bool {
+    let global = global_scope();
+    // SAFETY: dlvsym with NUL-terminated strings on a dlopen handle.
+    !global.is_null()
+        && !unsafe { libc::dlvsym(global, c"sslasync_version".as_ptr(), c"SSLASYNC_0".as_ptr()) }
+            .is_null()
 }
 
 /// Why the shim cannot act in this process, if it cannot.
@@ -536,7 +553,9 @@ fn got_binding(base: usize, name: &CStr) -> Option<usize> {
                     let sym = &*(symtab as *const Sym).add((r.info >> 32) as usize);
                     let sym_name = CStr::from_ptr((strtab + sym.name as usize) as *const c_char);
                     if sym_name == name {
-                        return Some(ptr::read_volatile((load + r.offset as usize) as *const usize));
+                        return Some(ptr::read_volatile(
+                            (load + r.offset as usize) as *const usize,
+                        ));
                     }
                 }
             }

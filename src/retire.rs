@@ -29,4 +29,3 @@ pub fn release(slot: &'static Slot) {
     slots::release(slot);
     gate::hold(false);
 }
-

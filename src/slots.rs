@@ -189,18 +189,33 @@ impl Slot {
 
     /// Ends a claim. The last claim of an owner that has gone gets what the
     /// owner left to it.
-    #[inline]
+    #[inline(always)]
     pub fn end_claim(&self) -> Leftover {
         let prev = self.claims.fetch_sub(1, Ordering::AcqRel);
-        if prev & COUNT != 1 || prev & !COUNT == 0 {
-            return Leftover::Nothing;
+        if prev == 1 {
+            return Leftover::Nothing; // the one claim, nothing left to it
         }
-        self.take_leftover(prev & !COUNT)
+        self.end_claim_slow(prev)
+    }
+
+    /// The rest of [`Slot::end_claim`]: other claims remain, or work was
+    /// left to the last one, or (only in a child after fork(), which forgot
+    /// the claims of the parent's other threads) there was none to end.
+    #[cold]
+    #[inline(never)]
+    fn end_claim_slow(&self, prev: u64) -> Leftover {
+        match prev & COUNT {
+            0 => {
+                self.claims.fetch_add(1, Ordering::AcqRel);
+                Leftover::Nothing
+            }
+            1 => self.take_leftover(prev & !COUNT),
+            _ => Leftover::Nothing,
+        }
     }
 
     /// The count reached zero with work left: whoever clears the flags does
     /// it (a claim taken meanwhile, which will drop, may race for it).
-    #[cold]
     fn take_leftover(&self, flags: u64) -> Leftover {
         if self
             .claims
@@ -311,24 +326,23 @@ impl Slot {
     }
 
     /// The owner's `SSL_free` (the last reference): every handle naming it
-    /// goes stale. True when no other thread holds a claim: the caller frees
-    /// the SSL and releases the slot now. False when one does: the last claim
-    /// to end does both ([`Leftover::FreeSsl`]). `mine` counts the calling
-    /// thread's own claims (a callback freeing its own SSL); it is only
-    /// asked when there are claims.
-    pub fn retire_for_free(&self, mine: impl FnOnce() -> u64) -> bool {
-        self.retire(LAST_FREES, mine)
+    /// goes stale. True when no delivery holds a claim: the caller frees the
+    /// SSL and releases the slot now. False when one does (on another
+    /// thread, or the caller's own callback freeing its SSL): the last claim
+    /// to end does both ([`Leftover::FreeSsl`]), once its callback returned.
+    pub fn retire_for_free(&self) -> bool {
+        self.retire(LAST_FREES)
     }
 
     /// The SSL is being freed behind the shim (its ex_data goes away without
     /// the shim's `SSL_free`): as [`Slot::retire_for_free`], but a claim left
     /// running only releases the slot; its callback's `SSL*` dangles, as it
     /// would natively.
-    pub fn retire_behind(&self, mine: impl FnOnce() -> u64) -> bool {
-        self.retire(LAST_RELEASES, mine)
+    pub fn retire_behind(&self) -> bool {
+        self.retire(LAST_RELEASES)
     }
 
-    fn retire(&self, leave: u64, mine: impl FnOnce() -> u64) -> bool {
+    fn retire(&self, leave: u64) -> bool {
         let old = self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
         if (old + GEN_ONE) >> INDEX_BITS == 0 {
             // Generation 0 would make index 0's handle NULL: skip it.
@@ -338,19 +352,10 @@ impl Slot {
         // The change, then the look at the claims: pairs with the fence in
         // `begin_delivery`.
         fence(Ordering::SeqCst);
-        let mut mine = Some(mine);
-        let mut own = 0;
         let mut cur = self.claims.load(Ordering::Acquire);
         loop {
-            let n = cur & COUNT;
-            if n == 0 {
+            if cur & COUNT == 0 {
                 return true;
-            }
-            if let Some(f) = mine.take() {
-                own = f();
-            }
-            if n <= own {
-                return true; // only this thread's own callbacks run
             }
             match self.claims.compare_exchange(
                 cur,
@@ -485,11 +490,11 @@ pub fn after_fork_parent() {
 }
 
 /// fork() in the child: release the free list, and forget the claims of
-/// threads the child does not have: each record keeps the forking thread's
-/// own (`mine`), which that thread ends as usual. Work a forgotten claim
-/// was left (a deferred free) is not done in the child: the record and
-/// that SSL's copy stay allocated there.
-pub fn after_fork_child(mine: impl Fn(&Slot) -> u64) {
+/// deliveries that were under way: the threads making them are not in the
+/// child (one on the forking thread itself ends harmlessly), and neither is
+/// work left to them (a deferred free): the record and that SSL's copy stay
+/// allocated in the child.
+pub fn after_fork_child() {
     // SAFETY: before_fork took it on this thread.
     unsafe { FREE.reset_in_child() };
     for cell in CHUNKS.iter() {
@@ -500,12 +505,7 @@ pub fn after_fork_child(mine: impl Fn(&Slot) -> u64) {
         for k in 0..CHUNK_LEN {
             // SAFETY: base points at CHUNK_LEN never-freed slots.
             let slot = unsafe { &*base.add(k) };
-            let c = slot.claims.load(Ordering::Relaxed);
-            if c & COUNT != 0 {
-                let own = mine(slot).min(c & COUNT);
-                let flags = if own == 0 { 0 } else { c & !COUNT };
-                slot.claims.store(flags | own, Ordering::Relaxed);
-            }
+            slot.claims.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -534,7 +534,7 @@ mod tests {
     }
 
     fn free(slot: &'static Slot) {
-        assert!(slot.retire_for_free(|| 0), "no claim: freed at once");
+        assert!(slot.retire_for_free(), "no claim: freed at once");
         release(slot);
     }
 
@@ -584,7 +584,10 @@ mod tests {
             }
         };
         let since = RELEASES.load(std::sync::atomic::Ordering::Relaxed) - mark;
-        assert!(since >= QUARANTINE, "reused after only {since} other releases");
+        assert!(
+            since >= QUARANTINE,
+            "reused after only {since} other releases"
+        );
         assert_ne!(again.handle(), old);
         assert_eq!(deliver(old), None, "stale generation must be rejected");
         assert_eq!(deliver(again.handle()), Some(2));
@@ -597,7 +600,7 @@ mod tests {
         let slot = Slot::new(0);
         slot.id
             .store(((1u64 << 40) - 1) << INDEX_BITS, Ordering::Relaxed);
-        assert!(slot.retire_for_free(|| 0));
+        assert!(slot.retire_for_free());
         assert_ne!(
             slot.handle() as usize,
             0,
@@ -631,21 +634,36 @@ mod tests {
         };
         // Another thread frees the SSL while the callback runs: it returns
         // at once and the delivery's end does the free.
-        assert!(!slot.retire_for_free(|| 0), "freed under a running callback");
+        assert!(!slot.retire_for_free(), "freed under a running callback");
         assert!(matches!(slot.begin_delivery(h), Begin::Dropped(_)));
         assert_eq!(slot.end_claim(), Leftover::FreeSsl(t.ssl));
         release(slot);
     }
 
     #[test]
-    fn a_callback_freeing_its_own_ssl_frees_it_at_once() {
+    fn a_callback_freeing_its_own_ssl_frees_it_when_it_returns() {
         let slot = acquire(fake_ssl(6), 9, ptr::null_mut(), false).unwrap();
         let Begin::Deliver(_) = slot.begin_delivery(slot.handle() as u64) else {
             panic!("dropped")
         };
-        assert!(slot.retire_for_free(|| 1), "its own claim must not defer");
+        assert!(
+            !slot.retire_for_free(),
+            "freed under its own running callback"
+        );
+        assert_eq!(slot.end_claim(), Leftover::FreeSsl(fake_ssl(6)));
         release(slot);
+    }
+
+    #[test]
+    fn a_claim_forgotten_at_fork_ends_harmlessly() {
+        let slot = acquire(fake_ssl(8), 9, ptr::null_mut(), false).unwrap();
+        let Begin::Deliver(_) = slot.begin_delivery(slot.handle() as u64) else {
+            panic!("dropped")
+        };
+        slot.claims.store(0, Ordering::Relaxed); // what after_fork_child does
         assert_eq!(slot.end_claim(), Leftover::Nothing);
+        assert_eq!(slot.claims_in_flight(), 0);
+        free(slot);
     }
 
     #[test]
@@ -655,7 +673,7 @@ mod tests {
         let Begin::Deliver(_) = slot.begin_delivery(h) else {
             panic!("dropped")
         };
-        assert!(!slot.retire_behind(|| 0));
+        assert!(!slot.retire_behind());
         // A stray completion claims and drops while the first still runs.
         slot.claims.fetch_add(1, Ordering::AcqRel);
         assert_eq!(slot.end_claim(), Leftover::Nothing);
@@ -736,12 +754,16 @@ mod loom_tests {
                     Begin::Dropped(l) => finish(l, &n),
                 }
             });
-            if slot.retire_for_free(|| 0) {
+            if slot.retire_for_free() {
                 frees.fetch_add(1, Ordering::SeqCst);
             }
             freed.store(true, Ordering::SeqCst);
             device.join().unwrap();
-            assert_eq!(frees.load(Ordering::SeqCst), 1, "the SSL must be freed once");
+            assert_eq!(
+                frees.load(Ordering::SeqCst),
+                1,
+                "the SSL must be freed once"
+            );
             assert!(matches!(slot.begin_delivery(handle), Begin::Dropped(_)));
         });
     }
@@ -769,7 +791,7 @@ mod loom_tests {
                         Begin::Deliver(_) => {
                             r.fetch_add(1, Ordering::SeqCst);
                             // The callback frees the other SSL.
-                            if other.retire_for_free(|| 0) {
+                            if other.retire_for_free() {
                                 n.fetch_add(1, Ordering::SeqCst);
                             }
                             finish(mine.end_claim(), &n);
@@ -782,8 +804,14 @@ mod loom_tests {
             ta.join().unwrap();
             tb.join().unwrap();
             let (frees, ran) = (frees.load(Ordering::SeqCst), ran.load(Ordering::SeqCst));
-            assert!(ran >= 1, "the first callback to claim cannot have been freed");
-            assert_eq!(frees, ran, "each callback that ran freed the other SSL once");
+            assert!(
+                ran >= 1,
+                "the first callback to claim cannot have been freed"
+            );
+            assert_eq!(
+                frees, ran,
+                "each callback that ran freed the other SSL once"
+            );
         });
     }
 
@@ -802,7 +830,7 @@ mod loom_tests {
                 }
             });
             device.join().unwrap();
-            let now = slot.retire_for_free(|| 0);
+            let now = slot.retire_for_free();
             assert_eq!(now, !claimed.load(Ordering::SeqCst));
         });
     }
@@ -873,7 +901,7 @@ mod loom_tests {
                     }
                 }
             });
-            if slot.retire_for_free(|| 0) {
+            if slot.retire_for_free() {
                 slot.assign(0x2000 as *mut SSL, CALLBACK, ptr::null_mut(), false);
             }
             device.join().unwrap();

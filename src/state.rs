@@ -265,7 +265,7 @@ pub fn attach_slot(
     // threading rules for a single SSL object.
     if unsafe { sys::SSL_set_ex_data(ssl, idx, (slot as *const Slot).cast_mut().cast()) } != 1 {
         // Never handed out: no claim can exist.
-        slot.retire_for_free(|| 0);
+        slot.retire_for_free();
         slots::release(slot);
         return None;
     }

@@ -74,6 +74,11 @@ pub struct sslasync_stats {
     /// (no SSL that uses the API has started a job), 1 measured, 2 not one
     /// the shim can trust (its protections are off; `sslasync_active()` 0).
     pub job_layout: u64,
+    /// Whether `SSL_free` can leave the real free to a callback of the SSL
+    /// still running: 0 not known yet (no SSL was created since the job
+    /// layout was measured), 1 yes, 2 no (the SSL's reference count was
+    /// not found: such a callback keeps a dangling `SSL*`, as natively).
+    pub free_deferral: u64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -254,6 +259,7 @@ pub fn snapshot() -> sslasync_stats {
         frees_deferred: r(&C.frees_deferred),
         jobs_bypassed: r(&C.bypassed),
         job_layout: crate::internals::job_layout_state(),
+        free_deferral: crate::internals::free_deferral_state(),
         ..Default::default()
     };
     if s.enabled == 0 {
@@ -349,9 +355,17 @@ fn text(out: &mut impl fmt::Write, s: &sslasync_stats, pid: u32, prog: &str) -> 
     if s.jobs_unverified != 0 {
         write!(out, " jobs_unverified={}", s.jobs_unverified)?;
     }
-    write!(out, "\nsslasync[{pid} {prog}] stats: pause-to-callback latency")?;
+    write!(
+        out,
+        "\nsslasync[{pid} {prog}] stats: pause-to-callback latency"
+    )?;
     let mut any = false;
-    for (i, n) in s.latency_us_log2.iter().enumerate().filter(|(_, n)| **n != 0) {
+    for (i, n) in s
+        .latency_us_log2
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n != 0)
+    {
         write!(out, " <{}us:{}", 1u64 << i, n)?;
         any = true;
     }
@@ -363,7 +377,7 @@ fn text(out: &mut impl fmt::Write, s: &sslasync_stats, pid: u32, prog: &str) -> 
 
 /// The counters both reports print, in order: (text-report name, JSON key,
 /// value); the text names keep the report's historic spelling.
-fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 14] {
+fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 15] {
     [
         (
             "callbacks delivered",
@@ -395,6 +409,7 @@ fn fields(s: &sslasync_stats) -> [(&'static str, &'static str, u64); 14] {
         ("frees_deferred", "frees_deferred", s.frees_deferred),
         ("jobs_bypassed", "jobs_bypassed", s.jobs_bypassed),
         ("job_layout", "job_layout", s.job_layout),
+        ("free_deferral", "free_deferral", s.free_deferral),
     ]
 }
 
@@ -416,7 +431,11 @@ fn json(out: &mut impl fmt::Write, s: &sslasync_stats, pid: u32, prog: &str) -> 
     for (_, key, v) in fields(s) {
         write!(out, "\"{key}\":{v},")?;
     }
-    write!(out, "\"jobs_unverified\":{},\"latency_us_log2\":[", s.jobs_unverified)?;
+    write!(
+        out,
+        "\"jobs_unverified\":{},\"latency_us_log2\":[",
+        s.jobs_unverified
+    )?;
     for (i, n) in s.latency_us_log2.iter().enumerate() {
         write!(out, "{}{n}", if i == 0 { "" } else { "," })?;
     }

@@ -26,8 +26,9 @@ const NO_NICE: i32 = i32::MIN;
 pub fn remember_initial_placement() {
     let mut set = MaybeUninit::<libc::cpu_set_t>::zeroed();
     // SAFETY: set is a cpu_set_t-sized buffer for the calling thread's mask.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set.as_mut_ptr()) }
-        == 0
+    if unsafe {
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set.as_mut_ptr())
+    } == 0
     {
         // SAFETY: filled by sched_getaffinity.
         *CPUS.lock() = Some(unsafe { set.assume_init() });

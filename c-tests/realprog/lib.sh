@@ -245,7 +245,7 @@ rp_same_transcripts() {
 # process's stderr output can land in the middle of one (the shim's line is
 # not written in one piece), and such a line must not be misread. The shim's
 # report may carry its process: "sslasync[<pid> <program>] stats: ...".
-RP_SHIM_LINE='sslasync(\[[^]]*\])? stats: callbacks delivered=[0-9]+ dropped=[0-9]+ pauses=[0-9]+ status ok=[0-9]+ eagain=[0-9]+ err=[0-9]+ late_registrations=[0-9]+ adapter_arms=[0-9]+ adapter_deliveries=[0-9]+ adapter_drops=[0-9]+ adapter_unavailable=[0-9]+ frees_deferred=[0-9]+ jobs_bypassed=[0-9]+ job_layout=[0-2]( jobs_unverified=[0-9]+)?$'
+RP_SHIM_LINE='sslasync(\[[^]]*\])? stats: callbacks delivered=[0-9]+ dropped=[0-9]+ pauses=[0-9]+ status ok=[0-9]+ eagain=[0-9]+ err=[0-9]+ late_registrations=[0-9]+ adapter_arms=[0-9]+ adapter_deliveries=[0-9]+ adapter_drops=[0-9]+ adapter_unavailable=[0-9]+ frees_deferred=[0-9]+ jobs_bypassed=[0-9]+ job_layout=[0-2] free_deferral=[0-2]( jobs_unverified=[0-9]+)?$'
 RP_ENG_LINE='simaccel: pid=[0-9]+ offloaded=[0-9]+ pauses=[0-9]+ fd_signals=[0-9]+ callbacks=[0-9]+ not_in_job=[0-9]+$'
 
 # rp_sum REGEX FIELD FILE...: sum of FIELD=N over the lines matching REGEX.
