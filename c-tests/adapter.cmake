@@ -101,6 +101,8 @@ adapter_test(adapter_fdreuse TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
 adapter_test(adapter_switch TLSD_STYLE=fd)
 # fork(): a child's own poller, the parent's armed pause not watched there.
 adapter_test(adapter_fork TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
+# The poller thread's own attributes: not those of the thread that started it.
+adapter_test(adapter_thread TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)
 # The poller cannot start (seccomp: epoll_create1 fails) or no fd can be
 # had (RLIMIT_NOFILE): native pause, counted unavailable, the next retries.
 adapter_test(adapter_nopoller TLSD_STYLE=fd SSLASYNC_FD_CALLBACKS=1)

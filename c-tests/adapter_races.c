@@ -38,6 +38,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #define K 16        /* SSLs per round */
 static int rounds = 40;   /* ADAPTER_RACES_ROUNDS */
@@ -223,6 +224,16 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
             }
             if (how != END_FREE)
                 tlsd_conn_free(&r->c);
+        }
+        /* The records are reused next round: every SSL of this one must be
+         * gone (a free under a running callback completes when it returns). */
+        for (i = 0; i < K; i++) {
+            long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+            while (!breaking && !atomic_load(&rs[i].really_freed)) {
+                TLSD_CHECK(tlsd_now_ns() < deadline, "%s: an SSL never freed", phase);
+                usleep(100);
+            }
         }
         check_violations(phase);
     }

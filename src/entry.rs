@@ -158,7 +158,14 @@ entry! {
         let r = real.map_or(1, |real| unsafe { real(ctx, callback) });
         stats::api_used();
         if r == 1 {
-            let cs = state::ctx_state(ctx, true).ok_or(Error::OutOfMemory)?;
+            let Some(cs) = state::ctx_state(ctx, true) else {
+                if callback.is_some() {
+                    crate::unprotected(format_args!(
+                        "no memory for an SSL_CTX's record: its SSLs get its callback natively"
+                    ));
+                }
+                return Err(Error::OutOfMemory);
+            };
             cs.callback.store(callback_word(callback), Ordering::Release);
         }
         Ok(r)
@@ -205,7 +212,12 @@ entry! {
                     }
                 }
                 None if cb != 0 => {
-                    state::attach_slot(s, cb, ptr::null_mut(), None).ok_or(Error::OutOfMemory)?;
+                    if state::attach_slot(s, cb, ptr::null_mut(), None).is_none() {
+                        crate::unprotected(format_args!(
+                            "no memory for an SSL's record: it keeps its callback natively"
+                        ));
+                        return Err(Error::OutOfMemory);
+                    }
                     internals::invalidate_slotless_marks();
                 }
                 None => {}

@@ -11,7 +11,7 @@
 //! pause after it.
 
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use libc::{c_int, c_void};
 
@@ -20,7 +20,7 @@ use crate::deliver::{self, trampoline_address};
 use crate::free;
 use crate::gate;
 use crate::internals;
-use crate::log::{debug, notice};
+use crate::log::debug;
 use crate::slots::{self, Slot};
 use crate::state;
 use crate::stats;
@@ -46,27 +46,14 @@ pub fn pass_through(wctx: *mut ASYNC_WAIT_CTX) -> bool {
     !gate::open() || internals::wait_ctx_is(wctx, trampoline_address())
 }
 
-/// Whether a job of an SSL set up past the shim was seen.
-static BYPASS_SEEN: AtomicBool = AtomicBool::new(false);
-
-/// Whether some SSL of the process got its callback past the shim (a
-/// plugin loaded with `RTLD_DEEPBIND`, or libssl called through a handle):
-/// such SSLs get OpenSSL's own behaviour, so `sslasync_active()` says 0.
-pub fn bypass_seen() -> bool {
-    BYPASS_SEEN.load(Ordering::Relaxed)
-}
-
 #[cold]
 #[inline(never)]
 fn bypassed() {
     stats::job_bypassed();
-    if !BYPASS_SEEN.swap(true, Ordering::Relaxed) {
-        notice!(
-            "an SSL's async callback was set past sslasync (a library loaded with \
-             RTLD_DEEPBIND, or libssl called through a dlopen handle): such SSLs get OpenSSL's \
-             own behaviour, and sslasync_active() now returns 0"
-        );
-    }
+    crate::unprotected(format_args!(
+        "an SSL's async callback was set past sslasync (a library loaded with RTLD_DEEPBIND, \
+         or libssl called through a dlopen handle)"
+    ));
 }
 
 /// The hook's checked path: wire libssl's jobs, then start them.

@@ -61,7 +61,7 @@ mod waitctx;
 #[cfg(all(test, not(loom)))]
 mod header_check;
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::log::{debug, notice};
 
@@ -89,10 +89,25 @@ pub fn active() -> bool {
 }
 
 /// Whether the shim gives its protections to every SSL of the process:
-/// active, the job layout not found impossible, and no SSL seen whose
-/// callback was set past the shim (`sslasync_active()`).
+/// active, the job layout not found impossible, and no SSL left with a
+/// callback the shim does not manage (`sslasync_active()`).
 pub fn protecting() -> bool {
-    active() && !internals::job_layout_failed() && !hook::bypass_seen()
+    active() && !internals::job_layout_failed() && !UNPROTECTED.load(Ordering::Relaxed)
+}
+
+static UNPROTECTED: AtomicBool = AtomicBool::new(false);
+
+/// Some SSL of the process has a callback the shim does not manage (set
+/// past it, or its record could not be made): that SSL gets OpenSSL's own
+/// behaviour, so the shim no longer claims to protect the process. Said
+/// once on stderr.
+#[cold]
+pub fn unprotected(why: std::fmt::Arguments) {
+    if !UNPROTECTED.swap(true, Ordering::Relaxed) {
+        notice!(
+            "{why}: such SSLs get OpenSSL's own behaviour, and sslasync_active() now returns 0"
+        );
+    }
 }
 
 /// A variable of the environment, read without allocating.

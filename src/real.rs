@@ -330,7 +330,7 @@ impl fmt::Display for Why {
             }
             Why::MissingReal => write!(
                 f,
-                "the real SSL_new, SSL_free or ASYNC_start_job (version {}) cannot be found",
+                "a real function of OpenSSL's (version {}) cannot be looked up",
                 NODE.to_string_lossy()
             ),
             Why::OtherLibssl { process, linked } => {
@@ -407,9 +407,20 @@ pub fn self_check() -> Result<Verdict, Why> {
             return Err(Why::NotInFront { name, node, winner });
         }
     }
-    let (Some(ssl_new), Some(_), Some(_)) = (SSL_new(), SSL_free(), ASYNC_start_job()) else {
+    let (Some(ssl_new), Some(_), Some(_), Some(_)) =
+        (SSL_new(), SSL_dup(), SSL_free(), ASYNC_start_job())
+    else {
         return Err(Why::MissingReal);
     };
+    if cfg!(not(sslasync_ossl111))
+        && (SSL_CTX_set_async_callback().is_none()
+            || SSL_CTX_set_async_callback_arg().is_none()
+            || SSL_set_async_callback_arg().is_none())
+        && SSL_get_async_status().is_some()
+    {
+        // This libssl has the API, but not every function could be looked up.
+        return Err(Why::MissingReal);
+    }
     let process_ssl = object_of(ssl_new as usize);
     let linked_ssl = object_of(sys::SSL_get_ex_data as *const () as usize);
     if process_ssl.map(|o| o.base) != linked_ssl.map(|o| o.base) {

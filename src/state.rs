@@ -299,6 +299,11 @@ pub fn inherit(ssl: *mut SSL, ctx: *mut SSL_CTX) {
     if (cb != 0 || !arg.is_null() || fd_on.is_some()) && attach_slot(ssl, cb, arg, fd_on).is_none()
     {
         debug!("no slot for a new SSL: it keeps OpenSSL's own wiring");
+        if cb != 0 {
+            crate::unprotected(format_args!(
+                "no memory for a new SSL's record: it keeps its CTX's callback natively"
+            ));
+        }
     }
 }
 
