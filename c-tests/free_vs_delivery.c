@@ -162,6 +162,20 @@ static void finish(race_conn *r)
     tlsd_conn_free(&r->c);
 }
 
+/* Waits until every server of rc is really freed (a free under a running
+ * callback completes when it returns): rc is reused next. */
+static void wait_all_freed(race_conn *rc, const char *what)
+{
+    for (int i = 0; i < K; i++) {
+        long long deadline = now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+        while (!atomic_load(&rc[i].really_freed)) {
+            TLSD_CHECK(now_ns() < deadline, "%s: connection %d never freed", what, i);
+            usleep(1000);
+        }
+    }
+}
+
 static void self_phases(SSL_CTX *sctx, race_conn *rc)
 {
     int i;
@@ -174,6 +188,7 @@ static void self_phases(SSL_CTX *sctx, race_conn *rc)
     TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "%s: device did not finish", phase_name);
     for (i = 0; i < K; i++)
         finish(&rc[i]);
+    wait_all_freed(rc, phase_name);
     tlsd_say("device thread: %d callbacks cleared their own SSL and returned", K);
 
     phase("device callback frees its own SSL");
@@ -182,12 +197,11 @@ static void self_phases(SSL_CTX *sctx, race_conn *rc)
     simaccel_hold(0);
     wait_self_done(K, phase_name);
     TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "%s: device did not finish", phase_name);
-    for (i = 0; i < K; i++) {
-        /* The callback freed the server (its paused job leaks, as natively)
-         * when it returned. */
-        TLSD_CHECK(atomic_load(&rc[i].really_freed), "connection %d: never freed", i);
+    /* The callback freed the server (its paused job leaks, as natively)
+     * when it returned. */
+    wait_all_freed(rc, phase_name);
+    for (i = 0; i < K; i++)
         SSL_free(rc[i].c.client);
-    }
     tlsd_say("device thread: %d callbacks freed their own SSL and returned; each SSL went when "
              "its callback returned", K);
 
@@ -314,13 +328,11 @@ static void race_phase(SSL_CTX *sctx, race_conn *rc)
             delivered += (unsigned)atomic_load(&r->done);
             if (r->mode == CLEAR_WHEN_RUNNING || r->mode == CLEAR_AT_ONCE)
                 finish(r);
-            else {
-                /* Freed when its callback returned, if one ran. */
-                TLSD_CHECK(atomic_load(&r->really_freed), "round %d connection %d: never freed",
-                           round, i);
+            else
                 SSL_free(r->c.client); /* the server's paused job leaks, as natively */
-            }
         }
+        /* The records are reused next round. */
+        wait_all_freed(rc, "race");
     }
     atomic_store(&stop_freers, 1);
     pthread_barrier_wait(&round_start);

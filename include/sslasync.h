@@ -24,7 +24,7 @@
 #include <openssl/async.h>
 
 /* The version of sslasync this header belongs to (sslasync_version()). */
-#define SSLASYNC_VERSION "0.3.0"
+#define SSLASYNC_VERSION "0.4.0"
 /* <openssl/ssl.h> declares these since OpenSSL 3.0; older headers lack them. */
 #if !defined(OPENSSL_VERSION_MAJOR) || OPENSSL_VERSION_MAJOR < 3
 typedef int (*SSL_async_callback_fn)(SSL *s, void *arg);

@@ -209,6 +209,10 @@ entry! {
                     slot.set_callback(cb);
                     if cb == 0 {
                         hook::unwire(slot);
+                    } else {
+                        // Its wait ctx may carry a "no slot" mark, set
+                        // before the job layout was known.
+                        internals::invalidate_slotless_marks();
                     }
                 }
                 None if cb != 0 => {

@@ -84,6 +84,13 @@ pub unsafe fn start_job(
         Some(ssl) if !wctx.is_null() => {
             std::panic::catch_unwind(|| wire(ssl, wctx)).unwrap_or(None)
         }
+        None if !wctx.is_null() && internals::unmeasured_libssl_job(func, size) => {
+            // Before the layout is measured, a libssl job that is not one
+            // of an SSL given the API can still skip later lookups.
+            // SAFETY: wctx is the live wait ctx of this job.
+            unsafe { mark_slotless(wctx) };
+            None
+        }
         _ => None,
     };
     let adapted = wired.map(|(s, _)| s).filter(|s| s.fd_on() || s.reported());
@@ -126,6 +133,24 @@ pub unsafe fn status_of(wctx: *mut ASYNC_WAIT_CTX, slot: Option<&Slot>) -> c_int
         sys::ASYNC_STATUS_OK
     } else {
         sys::ASYNC_STATUS_UNSUPPORTED
+    }
+}
+
+/// Puts the current "no slot" mark on a wait ctx with no callback, so the
+/// next job starts of its SSL take the fast path. Any setter that may give
+/// such an SSL a callback invalidates the marks.
+///
+/// # Safety
+/// `wctx` is a live wait ctx.
+unsafe fn mark_slotless(wctx: *mut ASYNC_WAIT_CTX) {
+    if waitctx::HAS_CALLBACK {
+        // SAFETY: wctx is live (caller).
+        if unsafe { waitctx::callback(wctx) }.is_none() {
+            let mark = internals::slotless_mark() as *mut c_void;
+            // SAFETY: wctx is live; a NULL callback keeps engines on wait
+            // fds, and the mark lets the next job start skip the lookup.
+            unsafe { waitctx::set_callback(wctx, None, mark) };
+        }
     }
 }
 
@@ -192,11 +217,9 @@ fn wire(ssl: *mut SSL, wctx: *mut ASYNC_WAIT_CTX) -> Option<(&'static Slot, bool
             // setter or SSL_new bypassed the shim.
             bypassed();
         }
-        if !has && waitctx::HAS_CALLBACK {
-            let mark = internals::slotless_mark() as *mut c_void;
-            // SAFETY: wctx is live; a NULL callback keeps engines on wait
-            // fds, and the mark lets the next job start skip this lookup.
-            unsafe { waitctx::set_callback(wctx, None, mark) };
+        if !has {
+            // SAFETY: wctx is live.
+            unsafe { mark_slotless(wctx) };
         }
         return None;
     };

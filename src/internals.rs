@@ -77,6 +77,13 @@ pub fn job_layout_failed() -> bool {
     JOB_OFFSET.load(Ordering::Relaxed) == IMPOSSIBLE
 }
 
+/// Whether a job is libssl's by its shape (entry point in libssl, argument
+/// block of `struct ssl_async_args`'s size), while the layout that would
+/// name its SSL is not measured yet.
+pub fn unmeasured_libssl_job(func: ASYNC_job_fn, size: usize) -> bool {
+    JOB_OFFSET.load(Ordering::Relaxed) == UNKNOWN && size == SSL_ASYNC_ARGS_SIZE && in_libssl(func)
+}
+
 /// An SSL was given the API (a slot): its first job can measure the layout.
 pub fn note_candidate(ssl: *mut SSL) {
     if JOB_OFFSET.load(Ordering::Relaxed) != UNKNOWN {

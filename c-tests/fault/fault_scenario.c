@@ -20,6 +20,16 @@
 #include <stdio.h>
 #include <string.h>
 
+static uint64_t adapter_unavailable(void)
+{
+    sslasync_stats st = { 0 };
+    tlsd_stats_get_fn get = (tlsd_stats_get_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "sslasync_stats_get");
+
+    if (get != NULL)
+        get(&st, sizeof(st));
+    return st.adapter_unavailable;
+}
+
 static int set_cb(SSL *s, SSL_async_callback_fn cb)
 {
     int r = SSL_set_async_callback(s, cb);
@@ -36,6 +46,7 @@ int main(void)
     SSL_CTX *sctx;
     tlsd_conn c;
     int active, late_ok, cleared = 0;
+    uint64_t unavailable_before;
 
     tlsd_watchdog("the fault scenario", 60);
     tlsd_begin("fault_scenario", TLSD_NO_API_OK);
@@ -49,7 +60,10 @@ int main(void)
     tlsd_handshake(&c);
     tlsd_conn_free(&c);
 
-    /* 2. A callback set after the SSL's first job. */
+    /* 2. A callback set after the SSL's first job. Where the callback can
+     * only come from the fd adapter (OpenSSL 1.1.1), a pause it could not
+     * watch is left native, as documented (adapter_unavailable). */
+    unavailable_before = adapter_unavailable();
     tlsd_conn_init(&c, sctx, NULL);
     SSL_set_async_callback_arg(c.server, &c);
     set_cb(c.server, NULL);
@@ -59,7 +73,7 @@ int main(void)
     tlsd_conn_reset(&c);
     tlsd_handshake(&c);
     active = tlsd_shim_active();
-    if (active == 1 && late_ok)
+    if (active == 1 && late_ok && adapter_unavailable() == unavailable_before)
         TLSD_CHECK(c.woke_by_callback == 1,
                    "sslasync_active() is 1 but a late callback was not called back");
     tlsd_conn_free(&c);
