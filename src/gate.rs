@@ -1,5 +1,5 @@
 //! Whether the job-start hook must look at job starts at all: a count of
-//! reasons (SSLs holding a slot, counting statistics, the layout probe).
+//! reasons (SSLs holding a slot, counting statistics).
 //!
 //! Zero, which is every inert shim and every process where no SSL uses the
 //! API, lets `ASYNC_start_job` forward after one load.

@@ -20,8 +20,11 @@
 //!   [`api`]: the shim's own functions; [`exports`]: the export list.
 //! - [`hook`]: the job-start hook (wiring wait ctxs before each job).
 //! - [`state`]: ex_data on `SSL`/`SSL_CTX`, and the CTX→SSL copy.
-//! - [`adapter`]: the fd adapter (arming paused jobs, the poller thread).
-//! - [`deliver`]: the trampoline engines call, and delivery to the user.
+//! - [`free`]: `SSL_free` of an SSL using the API, and the ex_data end.
+//! - [`adapter`]: the fd adapter (arming paused jobs, the poller thread);
+//!   [`thread`]: starting the shim's own thread with its own attributes.
+//! - [`deliver`]: the trampolines engines call, and delivery to the user;
+//!   [`retire`]: a record's end (the deferred `SSL_free`, the free list).
 //! - [`stats`]: optional counters; [`internals`]: every assumption about
 //!   OpenSSL's internals, with its check; [`real`]: the real OpenSSL and
 //!   the load-time self-check; [`waitctx`]: the wait ctx's API on every
@@ -145,13 +148,16 @@ pub fn init() {
     stats::init_from_env();
     adapter::init_from_env();
     real::resolve_all();
-    let verdict = disabled().and_then(|()| real::self_check()).and_then(|v| {
-        if state::register_indices() {
-            Ok(v)
-        } else {
-            Err(real::Why::NoIndex)
-        }
-    });
+    let hook = entry::ASYNC_start_job as *const () as usize;
+    let verdict = disabled()
+        .and_then(|()| real::self_check(hook))
+        .and_then(|v| {
+            if state::register_indices() {
+                Ok(v)
+            } else {
+                Err(real::Why::NoIndex)
+            }
+        });
     match verdict {
         Ok(v) => {
             let (start, len) = v.libssl_code;

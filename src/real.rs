@@ -384,8 +384,9 @@ pub fn in_global_scope() -> bool {
             .is_null()
 }
 
-/// Why the shim cannot act in this process, if it cannot.
-pub fn self_check() -> Result<Verdict, Why> {
+/// Why the shim cannot act in this process, if it cannot; `ours` is the
+/// address of the shim's own `ASYNC_start_job`.
+pub fn self_check(ours: usize) -> Result<Verdict, Why> {
     let me = object_of(self_check as *const () as usize).map(|o| o.base);
     let global = global_scope();
     for (name, node) in [
@@ -451,7 +452,6 @@ pub fn self_check() -> Result<Verdict, Why> {
     // before the shim (the shim dlopened later, RTLD_LOCAL or GLOBAL) was
     // bound past it; one bound lazily and not yet called resolves through
     // the global scope, which the check above covered.
-    let ours = crate::entry::ASYNC_start_job as *const () as usize;
     let libssl_base = process_ssl.map_or(0, |o| o.base);
     if let Some(bound) = got_binding(libssl_base, c"ASYNC_start_job") {
         let unbound = bound.wrapping_sub(libssl_code.0) < libssl_code.1;
