@@ -297,10 +297,19 @@ static int storm_cb(SSL *s, void *arg)
 
 /* The main thread keeps the pool full of paused SSLs and retires the ones
  * that are done with. */
-static void refill(SSL_CTX *sctx, long long target)
+static void refill(SSL_CTX *sctx, long long target, const char *phase)
 {
+    long long rearmed = 0;
+
     while (atomic_load(&storm_ops) < target) {
         int progress = 0;
+
+        /* The watchdog fires when the storm stops making progress, however
+         * slowly a loaded machine runs it. */
+        if (atomic_load(&storm_ops) - rearmed >= 2000) {
+            rearmed = atomic_load(&storm_ops);
+            tlsd_watchdog(phase, 0);
+        }
 
         for (int i = 0; i < POOL; i++) {
             slot *p = &pool[i];
@@ -344,12 +353,14 @@ static void storm(SSL_CTX *sctx)
     unsigned long long callbacks = 0;
     rec *r;
 
-    tlsd_watchdog("a storm of callbacks freeing and clearing each other's SSLs", 0);
+    const char *phase = "a storm of callbacks freeing and clearing each other's SSLs";
+
+    tlsd_watchdog(phase, 0);
     TLSD_CHECK(stats(&st0, sizeof(st0)) == 1, "SSLASYNC_STATS is off");
     simaccel_hold(1);
     tlsd_counters_mark();
     engines_start();
-    refill(sctx, target);
+    refill(sctx, target, phase);
     /* Done: every pool SSL is freed; the device finishes what is queued. */
     for (int i = 0; i < POOL; i++) {
         slot *p = &pool[i];
