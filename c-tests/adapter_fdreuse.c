@@ -52,13 +52,8 @@ static int gated_cb(SSL *s, void *arg)
  * that returns, and the next phase counts on fd numbers. */
 static void rfree(rconn *r)
 {
-    long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
     tlsd_conn_free(&r->c);
-    while (!atomic_load(&r->freed)) {
-        TLSD_CHECK(tlsd_now_ns() < deadline, "an SSL was never freed");
-        usleep(1000);
-    }
+    tlsd_wait_set(&r->freed, "the SSL freed");
 }
 
 static void rinit(rconn *r, SSL_CTX *sctx)

@@ -227,12 +227,8 @@ static void race_rounds(SSL_CTX *sctx, enum ender how, const char *phase)
         /* The records are reused next round: every SSL of this one must be
          * gone (a free under a running callback completes when it returns). */
         for (i = 0; i < K; i++) {
-            long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-            while (!breaking && !atomic_load(&rs[i].really_freed)) {
-                TLSD_CHECK(tlsd_now_ns() < deadline, "%s: an SSL never freed", phase);
-                usleep(100);
-            }
+            if (!breaking)
+                tlsd_wait_set(&rs[i].really_freed, "an SSL of the round freed");
             /* Counted once its SSL is gone: a callback that began before a
              * clear may still have been running (nothing waits for it). */
             calls += (unsigned)atomic_load(&rs[i].calls);

@@ -166,14 +166,8 @@ static void finish(race_conn *r)
  * callback completes when it returns): rc is reused next. */
 static void wait_all_freed(race_conn *rc, const char *what)
 {
-    for (int i = 0; i < K; i++) {
-        long long deadline = now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-        while (!atomic_load(&rc[i].really_freed)) {
-            TLSD_CHECK(now_ns() < deadline, "%s: connection %d never freed", what, i);
-            usleep(1000);
-        }
-    }
+    for (int i = 0; i < K; i++)
+        tlsd_wait_set(&rc[i].really_freed, what);
 }
 
 static void self_phases(SSL_CTX *sctx, race_conn *rc)

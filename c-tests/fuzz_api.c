@@ -1143,15 +1143,8 @@ int main(void)
     /* Every SSL is freed by now, but a free left to a callback still
      * running (on the fd adapter's thread, say) completes when it returns:
      * the records and tokens it reads go only after that. */
-    for (rec *r = recs; r != NULL; r = r->next) {
-        long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-        while (!atomic_load(&r->really_freed)) {
-            TLSD_CHECK(tlsd_now_ns() < deadline, "ssl#%llu was never freed",
-                       (unsigned long long)r->serial);
-            usleep(1000);
-        }
-    }
+    for (rec *r = recs; r != NULL; r = r->next)
+        tlsd_wait_set(&r->really_freed, "every SSL freed");
     for (int i = 0; i < NCTX; i++) {
         SSL_CTX_free(ctxs[i]);
         pthread_rwlock_destroy(&ctx_lock[i]);

@@ -59,12 +59,7 @@ static void *engine_main(void *unused)
 
 static void wait_entered(void)
 {
-    long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-    while (!atomic_load(&entered)) {
-        TLSD_CHECK(tlsd_now_ns() < deadline, "%s: the callback never ran", how_name[how]);
-        usleep(1000);
-    }
+    tlsd_wait_set(&entered, "the callback runs");
 }
 
 static void one(SSL_CTX *sctx, enum how h)
@@ -140,14 +135,7 @@ static void poller(SSL_CTX *sctx)
     /* The first callback ends the poller: its handshake is finished by
      * polling, as after any lost wake-up (the SSL itself is fine). */
     TLSD_CHECK(tlsd_run_until_paused(&c[0]) == 1, "no pause");
-    {
-        long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-        while (atomic_load(&adapter_calls) == 0) {
-            TLSD_CHECK(tlsd_now_ns() < deadline, "the adapter never called back");
-            usleep(1000);
-        }
-    }
+    tlsd_wait_set(&adapter_calls, "the adapter calls back");
     c[0].paused = 0;
     tlsd_handshake(&c[0]);
     /* A later pause is called back by the poller's replacement (waited for

@@ -41,12 +41,7 @@ static int sleepy_cb(SSL *s, void *arg)
 
 static void wait_asleep(sleeper *z)
 {
-    long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-    while (!atomic_load(&z->asleep)) {
-        TLSD_CHECK(tlsd_now_ns() < deadline, "the callback never ran");
-        usleep(1000);
-    }
+    tlsd_wait_set(&z->asleep, "the callback runs");
 }
 
 static void *engine_main(void *unused)
@@ -164,14 +159,8 @@ int main(void)
             pthread_join(engine[i], NULL);
     TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "the device did not finish");
     /* The freed SSLs went when their callbacks returned. */
-    for (i = first; i < 3; i++) {
-        long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
-
-        while (!atomic_load(&z[i].freed)) {
-            TLSD_CHECK(tlsd_now_ns() < deadline, "SSL %d never freed", i);
-            usleep(1000);
-        }
-    }
+    for (i = first; i < 3; i++)
+        tlsd_wait_set(&z[i].freed, "a freed SSL goes when its callback returns");
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
     tlsd_watchdog(NULL, 0);
     tlsd_say("clear, free and resume returned while the callbacks slept, using under 50 ms "
