@@ -24,6 +24,11 @@
  *     ex_data free function ran) at its end, after spinning up to a
  *     millisecond to widen the window. The callback reads its SSL* at its
  *     end (ASan would report a freed one).
+ *  5. two references: each SSL has a second one (SSL_up_ref); while its
+ *     callback runs, two threads drop one each at the same moment (both
+ *     spin until the other arrives). Whichever is last, the SSL must stay
+ *     until the callback returns: two SSL_free calls each seeing the other's
+ *     reference still there would free it under the callback.
  */
 #define _GNU_SOURCE
 #include "tlsdrive.h"
@@ -51,6 +56,7 @@ static const char *const mode_name[NMODES] = {
 typedef struct {
     tlsd_conn c;
     atomic_int running, done, really_freed;
+    atomic_int arrived, left; /* phase 5: the two freers of the SSL */
     atomic_llong gone;   /* clock when the free or clear returned, 0 before */
     enum mode mode;
     int round, index;
@@ -345,6 +351,95 @@ static void race_phase(SSL_CTX *sctx, race_conn *rc)
              "started after the call returned, none lost its SSL", ROUNDS, K);
 }
 
+/* ---------------------------------------------------------------- phase 5 */
+#define SHARED_ROUNDS 25
+
+static int shared_cb(SSL *s, void *arg)
+{
+    race_conn *r = arg;
+    long long deadline = now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+    atomic_store(&r->running, 1);
+    /* Until both references are dropped (sleeping: the freers need the
+     * CPUs to meet). */
+    while (!atomic_load(&r->gone) && now_ns() < deadline)
+        usleep(20);
+    if (atomic_load(&r->really_freed))
+        violation(r, "found its SSL freed while it ran (both references dropped at once)");
+    else if (SSL_get_app_data(s) != &r->c)
+        violation(r, "found its SSL* no longer reading as its SSL");
+    atomic_store(&r->done, 1);
+    return 1;
+}
+
+static void *shared_freer_main(void *unused)
+{
+    (void)unused;
+    for (;;) {
+        pthread_barrier_wait(&round_start);
+        if (atomic_load(&stop_freers))
+            return NULL;
+        for (int i = 0; i < K; i++) {
+            race_conn *r = &round_conns[i];
+            long long deadline = now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+
+            while (!atomic_load(&r->running))
+                TLSD_CHECK(now_ns() < deadline, "connection %d: callback never ran", i);
+            /* Meet the other freer, spinning, then both drop a reference. */
+            atomic_fetch_add(&r->arrived, 1);
+            while (atomic_load(&r->arrived) < 2)
+                TLSD_CHECK(now_ns() < deadline, "connection %d: the other freer never came", i);
+            SSL_free(r->c.server);
+            if (atomic_fetch_add(&r->left, 1) == 1)
+                atomic_store(&r->gone, atomic_fetch_add(&gclock, 1));
+        }
+        pthread_barrier_wait(&round_end);
+    }
+}
+
+static void shared_phase(SSL_CTX *sctx, race_conn *rc)
+{
+    pthread_t freers[2];
+    int round, i;
+
+    round_conns = rc;
+    atomic_store(&stop_freers, 0);
+    TLSD_CHECK(pthread_barrier_init(&round_start, NULL, 3) == 0, "barrier");
+    TLSD_CHECK(pthread_barrier_init(&round_end, NULL, 3) == 0, "barrier");
+    for (i = 0; i < 2; i++)
+        TLSD_CHECK(pthread_create(&freers[i], NULL, shared_freer_main, NULL) == 0,
+                   "pthread_create");
+    for (round = 0; round < SHARED_ROUNDS; round++) {
+        phase("two references dropped at once under a running callback");
+        pause_all(rc, sctx, shared_cb);
+        for (i = 0; i < K; i++) {
+            rc[i].round = round;
+            rc[i].mode = FREE_WHEN_RUNNING;
+            TLSD_CHECK(SSL_up_ref(rc[i].c.server) == 1, "SSL_up_ref");
+        }
+        simaccel_hold(0);
+        pthread_barrier_wait(&round_start);
+        pthread_barrier_wait(&round_end);
+        TLSD_CHECK(simaccel_wait_idle(tlsd_timeout_ms()), "round %d: device did not finish",
+                   round);
+        for (i = 0; i < K; i++)
+            SSL_free(rc[i].c.client); /* the server's paused job leaks, as natively */
+        wait_all_freed(rc, "two references");
+    }
+    atomic_store(&stop_freers, 1);
+    pthread_barrier_wait(&round_start);
+    for (i = 0; i < 2; i++)
+        pthread_join(freers[i], NULL);
+    pthread_barrier_destroy(&round_start);
+    pthread_barrier_destroy(&round_end);
+    phase(NULL);
+    TLSD_CHECK(atomic_load(&violations) == 0,
+               "%u callbacks lost their SSL to two SSL_free calls at once; first: %s",
+               atomic_load(&violations), first_violation);
+    tlsd_say("%d rounds x %d SSLs with two references dropped at once under their running "
+             "callback: each SSL went when its callback returned", SHARED_ROUNDS, K);
+}
+
 int main(void)
 {
     SSL_CTX *sctx;
@@ -358,6 +453,7 @@ int main(void)
     sctx = tlsd_server_ctx("ec", 0);
     self_phases(sctx, rc);
     race_phase(sctx, rc);
+    shared_phase(sctx, rc);
     phase(NULL);
     free(rc);
     SSL_CTX_free(sctx);

@@ -12,19 +12,45 @@
  *    ex_data free has run when SSL_free returns).
  * The fd adapter's poller thread too: a callback that ends it must leave a
  * replacement, so later adapter pauses are still called back.
+ *
+ * And a cancellation pending when the shim does its own work, which reaches
+ * cancellation points (a real SSL_free closes the SSL's socket; here an
+ * ex_data free function of every SSL calls close()): it must not end the
+ * thread inside the shim (a forced unwind through the shim's frames skips
+ * its bookkeeping, or meets a panic boundary that aborts the process) but
+ * at the thread's next cancellation point, the SSL freed:
+ *  - SSL_free(s) on a thread whose cancellation is pending;
+ *  - a callback that frees its own SSL (the real free runs after it
+ *    returns, in the shim) and asks for its own thread's cancellation;
+ *  - a callback on the fd adapter's thread asking for that thread's
+ *    cancellation: it ends when the callback returns, a new one takes over.
  */
 #define _GNU_SOURCE
 #include "tlsdrive.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-enum how { EXIT, CANCEL, NHOW };
-static const char *const how_name[NHOW] = { "pthread_exit", "pthread_cancel" };
+enum how { EXIT, CANCEL, FREE_AND_CANCEL, NHOW };
+static const char *const how_name[NHOW] = { "pthread_exit", "pthread_cancel",
+                                            "SSL_free of its own SSL and a cancellation request" };
+
+/* Every SSL's ex_data free reaches a cancellation point, as closing the
+ * socket of a real connection does. */
+static void cancellation_point_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                                    long argl, void *argp)
+{
+    int fd = open("/dev/null", O_RDONLY);
+
+    (void)parent, (void)ptr, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (fd >= 0)
+        close(fd);
+}
 
 static enum how how;
 static atomic_int entered;
@@ -42,6 +68,12 @@ static int leaving_cb(SSL *s, void *arg)
          * point, so the thread ends inside it. */
         for (;;)
             sleep(1);
+    case FREE_AND_CANCEL:
+        /* The last reference: the real free is left to this callback's end,
+         * where the shim runs it with the cancellation pending. */
+        SSL_free(s);
+        pthread_cancel(pthread_self());
+        return 1;
     default:
         abort();
     }
@@ -54,6 +86,12 @@ static void *engine_main(void *unused)
     (void)unused;
     pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
     TLSD_CHECK(simaccel_complete_one() == 1, "nothing to complete");
+    if (how == FREE_AND_CANCEL) {
+        /* Still pending: the shim's work after the callback held it off. */
+        pthread_testcancel();
+        tlsd_fail(__FILE__, __LINE__, "engine_main", "%s: the thread was not cancelled",
+                  how_name[how]);
+    }
     tlsd_fail(__FILE__, __LINE__, "engine_main", "%s: the callback returned", how_name[how]);
 }
 
@@ -67,7 +105,8 @@ static void one(SSL_CTX *sctx, enum how h)
     tlsd_conn c;
     pthread_t engine;
     atomic_int freed;
-    char phase[96];
+    void *ret;
+    char phase[160];
 
     how = h;
     atomic_store(&entered, 0);
@@ -84,7 +123,23 @@ static void one(SSL_CTX *sctx, enum how h)
     wait_entered();
     if (h == CANCEL)
         TLSD_CHECK(pthread_cancel(engine) == 0, "pthread_cancel");
-    TLSD_CHECK(pthread_join(engine, NULL) == 0, "pthread_join");
+    TLSD_CHECK(pthread_join(engine, &ret) == 0, "pthread_join");
+    if (h != EXIT)
+        TLSD_CHECK(ret == PTHREAD_CANCELED, "%s: the engine thread was not cancelled",
+                   how_name[h]);
+    if (h == FREE_AND_CANCEL) {
+        /* Freed by the shim after the callback returned, before the
+         * cancellation acted. */
+        TLSD_CHECK(atomic_load(&freed) == 1, "%s: the SSL was not freed", how_name[h]);
+        SSL_free(c.client);
+        if (simaccel_in_flight() > 0)
+            simaccel_abandon_one();
+        simaccel_hold(0);
+        tlsd_watchdog(NULL, 0);
+        tlsd_say("%s inside the callback: the SSL was freed after it returned, the thread "
+                 "cancelled after that", how_name[h]);
+        return;
+    }
     /* The device's notification never returned to the fixture. */
     simaccel_abandon_one();
     /* The thread is gone: nothing of s is in a callback. */
@@ -106,12 +161,15 @@ static atomic_int adapter_calls;
 static int adapter_cb(SSL *s, void *arg)
 {
     tlsd_conn *c = arg;
+    int n = atomic_fetch_add(&adapter_calls, 1);
 
     (void)s;
     TLSD_CHECK(tlsd_on_adapter_thread(), "adapter callback on another thread");
-    if (atomic_fetch_add(&adapter_calls, 1) == 0)
+    if (n == 0)
         pthread_exit(NULL); /* ends the poller thread itself */
     tlsd_note(c);
+    if (n == 1)
+        pthread_cancel(pthread_self()); /* ends it when this returns */
     return 1;
 }
 
@@ -119,13 +177,13 @@ static void poller(SSL_CTX *sctx)
 {
     int (*set_fd)(SSL *, int) =
         (int (*)(SSL *, int))(uintptr_t)dlsym(RTLD_DEFAULT, "sslasync_set_fd_callbacks");
-    tlsd_conn c[2];
+    tlsd_conn c[3];
     int i;
 
     TLSD_CHECK(set_fd != NULL, "no sslasync_set_fd_callbacks");
-    tlsd_watchdog("pthread_exit inside an fd adapter callback", 0);
+    tlsd_watchdog("pthread_exit and a cancellation in fd adapter callbacks", 0);
     tlsd_style(SIMACCEL_STYLE_FD, 0, 0);
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         memset(&c[i], 0, sizeof(c[i]));
         tlsd_conn_init(&c[i], sctx, NULL);
         TLSD_CHECK(set_fd(c[i].server, 1) == 1, "sslasync_set_fd_callbacks");
@@ -138,19 +196,64 @@ static void poller(SSL_CTX *sctx)
     tlsd_wait_set(&adapter_calls, "the adapter calls back");
     c[0].paused = 0;
     tlsd_handshake(&c[0]);
-    /* A later pause is called back by the poller's replacement (waited for
-     * alone: the driver would also poll the engine's fd). */
-    TLSD_CHECK(tlsd_run_until_paused(&c[1]) == 1, "no pause");
-    tlsd_wait_notes(&c[1], 1);
-    c[1].paused = 0;
-    tlsd_handshake(&c[1]);
-    TLSD_CHECK(atomic_load(&c[1].notes) == 1, "after the poller thread ended: %u callbacks",
-               atomic_load(&c[1].notes));
-    for (i = 0; i < 2; i++)
+    /* Later pauses are called back by the poller's replacements (waited
+     * for alone: the driver would also poll the engine's fd): the second
+     * callback asks for its thread's cancellation, the third comes from
+     * the thread that took over. */
+    for (i = 1; i < 3; i++) {
+        TLSD_CHECK(tlsd_run_until_paused(&c[i]) == 1, "no pause");
+        tlsd_wait_notes(&c[i], 1);
+        c[i].paused = 0;
+        tlsd_handshake(&c[i]);
+        TLSD_CHECK(atomic_load(&c[i].notes) == 1, "pause %d: %u callbacks", i,
+                   atomic_load(&c[i].notes));
+    }
+    for (i = 0; i < 3; i++)
         tlsd_conn_free(&c[i]);
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
     tlsd_watchdog(NULL, 0);
-    tlsd_say("pthread_exit inside an fd adapter callback: a new poller delivered the next pause");
+    tlsd_say("pthread_exit, then a cancellation request, in fd adapter callbacks: a new poller "
+             "delivered each next pause");
+}
+
+/* --------------------------------------- SSL_free with a cancellation pending */
+
+static atomic_int free_returned;
+
+static void *pending_free_main(void *arg)
+{
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+    pthread_cancel(pthread_self());
+    SSL_free(arg);
+    atomic_store(&free_returned, 1);
+    pthread_testcancel();
+    return NULL;
+}
+
+static void pending_cancel_free(SSL_CTX *sctx)
+{
+    tlsd_conn c;
+    pthread_t t;
+    atomic_int freed;
+    void *ret;
+
+    tlsd_watchdog("SSL_free with a cancellation pending", 0);
+    memset(&c, 0, sizeof(c));
+    tlsd_conn_init(&c, sctx, NULL);
+    tlsd_watch_free(c.server, &freed);
+    TLSD_CHECK(SSL_set_async_callback(c.server, tlsd_cb) == 1, "set callback");
+    TLSD_CHECK(SSL_set_async_callback_arg(c.server, &c) == 1, "set arg");
+    tlsd_handshake(&c);
+    TLSD_CHECK(pthread_create(&t, NULL, pending_free_main, c.server) == 0, "pthread_create");
+    TLSD_CHECK(pthread_join(t, &ret) == 0, "pthread_join");
+    TLSD_CHECK(ret == PTHREAD_CANCELED, "the freeing thread was not cancelled");
+    TLSD_CHECK(atomic_load(&free_returned) == 1,
+               "the cancellation acted inside SSL_free, not after it");
+    TLSD_CHECK(atomic_load(&freed) == 1, "the SSL was not freed");
+    SSL_free(c.client);
+    tlsd_watchdog(NULL, 0);
+    tlsd_say("SSL_free with a cancellation pending: the SSL freed, the thread cancelled at its "
+             "next cancellation point");
 }
 
 int main(void)
@@ -160,6 +263,9 @@ int main(void)
 
     tlsd_begin("thread_exit", TLSD_SHIM_ONLY);
     sctx = tlsd_server_ctx("ec", 0);
+    TLSD_CHECK(SSL_get_ex_new_index(0, NULL, NULL, NULL, cancellation_point_free) >= 0,
+               "ex_data index");
+    pending_cancel_free(sctx);
     /* Engine callbacks exist on 3.x only; on 1.1.1 every callback is the
      * adapter's. */
     if (!TLSD_OPENSSL_111 && !tlsd_fd_style())

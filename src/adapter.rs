@@ -70,16 +70,19 @@ pub fn trampoline_address() -> usize {
 }
 
 /// The wait-ctx callback of SSLs the adapter serves: the same delivery as
-/// the plain trampoline, but it tells the hook the engine called back (so
-/// that pause is not armed) and ends a watch that engine made redundant.
-/// It is a distinct address so such SSLs never take the hook's fast path.
+/// the plain trampoline, but, under the delivery's claim (so the record is
+/// still this SSL's), it tells the hook the engine called back (so that
+/// pause is not armed), ends a watch that engine made redundant, and drops
+/// the call if the adapter already called back for the pause. It is a
+/// distinct address so such SSLs never take the hook's fast path.
 pub unsafe extern "C-unwind" fn trampoline_fd(arg: *mut c_void) -> c_int {
-    if let Some(slot) = slots::named(arg).filter(|s| s.handle() == arg) {
-        slot.note_engine_call();
+    fn engine_called(slot: &Slot) -> bool {
+        let first = slot.note_engine_call();
         let _ = std::panic::catch_unwind(|| forget(slot));
+        first
     }
     // SAFETY: the trampoline's own contract: arg is a wait-ctx argument.
-    unsafe { deliver::deliver_any(arg) }
+    unsafe { deliver::deliver_engine_call(arg, engine_called) }
 }
 
 // ------------------------------------------------------ arming and ending
@@ -159,6 +162,7 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
     }
     let index = slot.slot_index();
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed) & ((1 << (64 - INDEX_BITS)) - 1);
+    let key = token << INDEX_BITS | index as u64;
     let watch = Watch {
         token,
         handle: slot.handle() as usize as u64,
@@ -170,43 +174,71 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
     slot.set_reported(true);
     // SAFETY: wctx is live (caller).
     unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_OK) };
-    {
+    // Entered and watched under the table's lock, so the poller (which
+    // takes a watch under it) cannot end the watch and close its fds while
+    // some are still being added, and an abandoned poller's epoll set
+    // (EPOLL changes under the lock too) is never added to.
+    let armed = {
         let mut table = WATCHES.lock();
-        let map = table.get_or_insert_with(HashMap::new);
-        if map.try_reserve(1).is_err() {
-            drop(table);
-            close_all(&dups[..n]);
-            slot.set_reported(false);
-            // SAFETY: wctx is live (caller).
-            unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED) };
-            return unavailable(format_args!("no memory for the watch"));
+        if EPOLL.load(Ordering::Acquire) != ep {
+            Err("the poller thread ended")
+        } else if table
+            .get_or_insert_with(HashMap::new)
+            .try_reserve(1)
+            .is_err()
+        {
+            Err("no memory for the watch")
+        } else if !listen(ep, &dups[..n], key) {
+            Err("a wait fd cannot be watched")
+        } else {
+            table.get_or_insert_with(HashMap::new).insert(index, watch);
+            Ok(())
         }
-        map.insert(index, watch);
+    };
+    if let Err(why) = armed {
+        close_all(&dups[..n]);
+        slot.set_reported(false);
+        // SAFETY: wctx is live (caller).
+        unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED) };
+        return unavailable(format_args!("{why}"));
     }
     slot.set_armed();
     stats::adapter_armed();
-    let key = token << INDEX_BITS | index as u64;
-    for &fd in &dups[..n] {
+    if slot.engine_called() {
+        // The engine called back since the check above: the pause is its.
+        forget(slot);
+    }
+    debug!("fd adapter: watching {n} wait fd(s) of a paused job");
+}
+
+/// Adds `fds` to the epoll set `ep` under `key`; on a failure takes out the
+/// ones added. Under the table's lock.
+fn listen(ep: c_int, fds: &[c_int], key: u64) -> bool {
+    for (i, &fd) in fds.iter().enumerate() {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: key,
         };
         // SAFETY: ep is the poller's epoll fd and fd the shim's own dup.
         if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-            // Unwatched: give the pause back to the application's fds,
-            // unless the poller already took it (then it delivers).
-            if let Some(w) = take(index, token) {
-                end(w);
-                slot.take_armed();
-                slot.set_reported(false);
-                // SAFETY: wctx is live (caller).
-                unsafe { waitctx::set_status(wctx, sys::ASYNC_STATUS_UNSUPPORTED) };
-                unavailable(format_args!("a wait fd cannot be watched"));
-            }
-            return;
+            unlisten(ep, &fds[..i]);
+            return false;
         }
     }
-    debug!("fd adapter: watching {n} wait fd(s) of a paused job");
+    true
+}
+
+/// Takes `fds` out of the epoll set `ep` (-1: none). Under the table's lock.
+fn unlisten(ep: c_int, fds: &[c_int]) {
+    if ep < 0 {
+        return;
+    }
+    for &fd in fds {
+        // SAFETY: fd is the shim's own dup, still open; the description
+        // it shares with the engine's fd must leave the epoll set before
+        // the dup goes, or the engine's fd would keep it there.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
 }
 
 /// Ends the SSL's armed pause, if any, without a callback (a job start, a
@@ -215,9 +247,9 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
 pub fn forget(slot: &Slot) {
     if slot.take_armed() {
         let index = slot.slot_index();
-        let w = WATCHES.lock().as_mut().and_then(|m| m.remove(&index));
-        if let Some(w) = w {
-            end(w);
+        if let Some(w) = take(index, None) {
+            close_all(&w.fds[..w.n]);
+            stats::adapter_dropped();
         }
     }
 }
@@ -228,37 +260,21 @@ fn unavailable(why: std::fmt::Arguments) {
     debug!("fd adapter: {why}: the pause keeps its wait fds only");
 }
 
-/// Removes the watch with this token from the table (whoever does owns it).
-fn take(index: u32, token: u64) -> Option<Watch> {
+/// Removes the watch of slot `index` (with this token, if given) from the
+/// table and from the epoll set; whoever does owns it, and closes its fds.
+fn take(index: u32, token: Option<u64>) -> Option<Watch> {
     let mut table = WATCHES.lock();
     let map = table.as_mut()?;
-    match map.get(&index) {
-        Some(w) if w.token == token => map.remove(&index),
-        _ => None,
+    if token.is_some() && map.get(&index).map(|w| w.token) != token {
+        return None;
     }
-}
-
-/// Ends a watch that did not fire: stops watching, counts a drop.
-fn end(w: Watch) {
-    unwatch(&w);
-    stats::adapter_dropped();
-}
-
-/// Takes `w`'s fds out of the epoll set and closes them.
-fn unwatch(w: &Watch) {
-    let ep = EPOLL.load(Ordering::Acquire);
-    for &fd in &w.fds[..w.n] {
-        if ep >= 0 {
-            // SAFETY: fd is the shim's own dup, still open; the description
-            // it shares with the engine's fd must leave the epoll set
-            // before the dup goes, or the engine's fd would keep it there.
-            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-        }
-    }
-    close_all(&w.fds[..w.n]);
+    let w = map.remove(&index)?;
+    unlisten(EPOLL.load(Ordering::Acquire), &w.fds[..w.n]);
+    Some(w)
 }
 
 fn close_all(fds: &[c_int]) {
+    let _quiet = thread::NoCancel::new(); // close() is a cancellation point
     for &fd in fds {
         // SAFETY: the shim's own dups, closed once by their owner.
         unsafe { libc::close(fd) };
@@ -304,9 +320,11 @@ fn start_poller(ep: c_int) -> bool {
 
 /// The poller thread. If a callback ends it (`pthread_exit`, a
 /// cancellation), the unwind through this frame starts a replacement on the
-/// same epoll set, so armed pauses are still delivered.
+/// same epoll set, so armed pauses are still delivered. It runs with
+/// cancellation off except inside the user's callbacks.
 unsafe extern "C-unwind" fn poller_main(arg: *mut c_void) -> *mut c_void {
     let ep = arg as usize as c_int;
+    thread::cancellation_off();
     let ended = PollerEnded(ep);
     run(ep);
     std::mem::forget(ended); // run() returns only when the poller gave up
@@ -320,7 +338,13 @@ impl Drop for PollerEnded {
     fn drop(&mut self) {
         let ep = self.0;
         let _ = std::panic::catch_unwind(|| {
-            if start_poller(ep) {
+            // Under the start lock, which fork() handlers hold: a fork never
+            // sees a thread being created half-way.
+            let started = {
+                let _one = STARTING.lock();
+                start_poller(ep)
+            };
+            if started {
                 notice!("fd adapter: a callback ended the poller thread; a new one took over");
             } else {
                 notice!("fd adapter: a callback ended the poller thread and none can start");
@@ -335,7 +359,12 @@ impl Drop for PollerEnded {
 /// the engine is not done and is armed with a new poller), so that no
 /// application waits for a callback that would never come.
 fn abandon_poller(ep: c_int) {
-    let _ = EPOLL.compare_exchange(ep, -1, Ordering::AcqRel, Ordering::Relaxed);
+    {
+        // Under the table's lock: an arm in progress either finished adding
+        // its watch (drained below) or sees the poller gone.
+        let _table = WATCHES.lock();
+        let _ = EPOLL.compare_exchange(ep, -1, Ordering::AcqRel, Ordering::Relaxed);
+    }
     loop {
         let next = std::panic::catch_unwind(|| {
             let mut table = WATCHES.lock();
@@ -349,6 +378,10 @@ fn abandon_poller(ep: c_int) {
         close_all(&w.fds[..w.n]);
         deliver_watch(&w);
     }
+    // Nothing uses ep any more: arms check EPOLL under the lock.
+    let _quiet = thread::NoCancel::new();
+    // SAFETY: the abandoned epoll fd, closed once (EPOLL no longer names it).
+    unsafe { libc::close(ep) };
 }
 
 fn run(ep: c_int) {
@@ -371,7 +404,7 @@ fn run(ep: c_int) {
             // The shim's own part may not unwind into this loop; the
             // user's callback, outside it, may end the thread.
             if let Ok(Some(w)) = std::panic::catch_unwind(|| fired(key)) {
-                deliver_watch(&w);
+                thread::cancellable(|| deliver_watch(&w));
             }
         }
     }
@@ -382,11 +415,11 @@ fn fired(key: u64) -> Option<Watch> {
     let index = (key & ((1 << INDEX_BITS) - 1)) as u32;
     let token = key >> INDEX_BITS;
     // None: ended already (another of its fds, a job start, a free).
-    let w = take(index, token)?;
+    let w = take(index, Some(token))?;
     // The slot's armed mark stays: only its owner clears it (its next
     // forget finds the entry gone). The fds go first: the callback may
     // resume the job, whose engine may then close and reuse them.
-    unwatch(&w);
+    close_all(&w.fds[..w.n]);
     Some(w)
 }
 

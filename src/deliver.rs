@@ -57,13 +57,36 @@ unsafe extern "C-unwind" fn trampoline_counted(arg: *mut c_void) -> c_int {
     unsafe { deliver(arg, true) }
 }
 
-/// The delivery of either trampoline, for the fd adapter's own trampoline.
+/// The fd adapter's trampoline's delivery: an engine calling back for an
+/// SSL the adapter serves. Under the claim, `engine_called` tells the
+/// adapter (which ends a watch the call made redundant) and says whether
+/// the user may be called: not when the adapter already called back for
+/// this pause.
 ///
 /// # Safety
-/// `arg` is a wait-ctx callback argument.
-pub unsafe fn deliver_any(arg: *mut c_void) -> c_int {
-    // SAFETY: the caller's.
-    unsafe { deliver(arg, stats::enabled()) }
+/// `handle` is a wait-ctx callback argument (any value: it is checked).
+pub unsafe fn deliver_engine_call(handle: *mut c_void, engine_called: fn(&Slot) -> bool) -> c_int {
+    let Some(slot) = slots::named(handle) else {
+        return dropped(true);
+    };
+    let target = match slot.begin_delivery(handle as usize as u64) {
+        Begin::Deliver(t) => t,
+        Begin::Dropped(left) => {
+            settle(slot, left);
+            return dropped(slot.handle() != handle);
+        }
+    };
+    if !engine_called(slot) {
+        settle(slot, slot.end_claim());
+        stats::callback_dropped();
+        debug!("dropped an engine's callback: the fd adapter called back for that pause");
+        return 0;
+    }
+    if stats::enabled() {
+        stats::callback_delivered(slot);
+    }
+    // SAFETY: the target was read under this thread's claim.
+    unsafe { call(slot, target) }
 }
 
 /// Calls the user's callback for the slot `handle` names, if it still may.

@@ -24,6 +24,7 @@ use crate::internals;
 use crate::state;
 use crate::stats;
 use crate::sys::{self, ASYNC_job_fn, ASYNC_JOB, ASYNC_WAIT_CTX, SSL, SSL_CTX};
+use crate::thread::NoCancel;
 use crate::waitctx;
 use crate::SSL_async_callback_fn;
 
@@ -282,6 +283,7 @@ entry! {
     /// creation, as native OpenSSL copies them into its own fields.
     fn SSL_new(ctx: *mut SSL_CTX) -> *mut SSL;
     |real| {
+        let _quiet = NoCancel::new(); // see SSL_free
         // SAFETY: the caller's argument (NULL included: OpenSSL reports it).
         let s = unsafe { real(ctx) };
         if !s.is_null() && !ctx.is_null() {
@@ -303,6 +305,7 @@ entry! {
     /// CTX's values here, which is what native `SSL_dup` gives it.
     fn SSL_dup(s: *mut SSL) -> *mut SSL;
     |real| {
+        let _quiet = NoCancel::new(); // see SSL_free
         // SAFETY: the caller's argument (NULL included: OpenSSL reports it).
         let copy = unsafe { real(s) };
         if !copy.is_null() && copy != s {
@@ -328,6 +331,11 @@ entry! {
     fn SSL_free(s: *mut SSL) -> ();
     forward_when: !gate::open() || s.is_null();
     |real| {
+        // The real functions this body calls reach cancellation points
+        // (closing the SSL's socket); a forced unwind must not start inside
+        // the body's catch_unwind (Rust would abort the process). A pending
+        // cancellation acts at the thread's next cancellation point.
+        let _quiet = NoCancel::new();
         match state::ssl_slot(s) {
             // SAFETY: s is a live SSL the caller owns a reference of.
             Some(slot) => unsafe { free::free_ssl(real, s, slot) },

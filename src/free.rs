@@ -10,7 +10,7 @@
 //! is caught by the ex_data free callback.
 
 use crate::adapter;
-use crate::internals;
+use crate::internals::{self, RefDrop};
 use crate::log::debug;
 use crate::real;
 use crate::retire::release;
@@ -27,11 +27,15 @@ pub type RealFree = unsafe extern "C" fn(*mut SSL);
 /// `s` is a live SSL the caller owns one reference of; `real` is the real
 /// `SSL_free`.
 pub unsafe fn free_ssl(real: RealFree, s: *mut SSL, slot: &'static Slot) {
-    if internals::is_last_reference(s) != Some(true) {
-        // Another reference keeps the SSL (or the count's place is unknown:
-        // then the final free retires the record from its ex_data callback).
+    match internals::drop_reference(s) {
+        // Another reference keeps the SSL: dropped, as the real SSL_free
+        // would (the decision and the decrement in one step).
+        RefDrop::NotLast => return,
+        // The count's place is unknown: the final free retires the record
+        // from its ex_data callback.
         // SAFETY: the caller's argument, unchanged.
-        return unsafe { real(s) };
+        RefDrop::Unknown => return unsafe { real(s) },
+        RefDrop::Last => {}
     }
     internals::forget_candidate(s);
     adapter::forget(slot);

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | a job whose entry point lies in libssl's code and whose argument block is `sizeof(struct ssl_async_args)` was started by libssl's `ssl_start_async_job` | the code range is read from the loaded libssl's program headers at load | a job from elsewhere is forwarded untouched |
 //! | the args' first word is the public `SSL*`, and the job out-pointer is `&ssl->job`, a fixed offset from it | measured on the first such job whose first word is an SSL the application gave the API (pointer equality, nothing dereferenced); every later job must match it, compared without dereferencing | until measured, jobs are forwarded untouched; an impossible offset makes the shim give OpenSSL's own wiring and `sslasync_active()` 0; a mismatch is forwarded untouched and counted |
-//! | an SSL's reference count is an `int` inside the object, before `&ssl->job` | once the job offset is known, on a fresh SSL from `SSL_new` (one reference): exactly one word follows `SSL_up_ref` and `SSL_free` 1→2→1→2→1 | unknown: `SSL_free` cannot tell the last reference, so a callback running on another thread at the final free is not waited for by deferring the free (its `SSL*` dangles, as natively) |
+//! | an SSL's reference count is an `int` inside the object, before `&ssl->job` | once the job offset is known, on an SSL fresh from `SSL_new` or starting a job on its owner's thread (normally one reference; retried on later ones): exactly one word follows `SSL_up_ref` and `SSL_free` 1→2→1→2→1 | unknown: `SSL_free` cannot tell the last reference, so a callback running on another thread at the final free is not waited for by deferring the free (its `SSL*` dangles, as natively); known, the shim's `SSL_free` drops a reference that is not the last itself (one compare-and-swap, as OpenSSL's own decrement) |
 //! | an `ASYNC_WAIT_CTX` keeps its callback and argument in two of its first five words | at load, two known pairs are set through the API and found | the job-start hook always takes its checked (API) path |
 //! | engines read a wait ctx's argument only when its callback is set | OpenSSL's API pairs them; libssl's own argument is the SSL | (design) the "no slot" mark lives only beside a NULL callback |
 
@@ -50,8 +50,11 @@ static JOB_OFFSET: AtomicUsize = AtomicUsize::new(UNKNOWN);
 static UNVERIFIED: AtomicUsize = AtomicUsize::new(0);
 
 /// SSLs given to the API while the offset is unknown: the first libssl job
-/// whose first word is one of them measures it. The newest few are kept;
-/// `SSL_free` takes an SSL out (so an entry is always a live SSL).
+/// whose first word is one of them measures it. The newest few are kept
+/// here; `SSL_free` takes an SSL out (so an entry is always a live SSL).
+/// Once more were given the API, the records themselves are searched too
+/// (`slots::holds_ssl`), so that no SSL using the API is taken for one that
+/// does not and its jobs left unwired.
 const CANDIDATES: usize = 16;
 static CANDIDATE: [AtomicUsize; CANDIDATES] = [const { AtomicUsize::new(0) }; CANDIDATES];
 static CANDIDATE_NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -105,6 +108,8 @@ pub fn forget_candidate(ssl: *mut SSL) {
 
 fn is_candidate(first: usize) -> bool {
     CANDIDATE.iter().any(|c| c.load(Ordering::Acquire) == first)
+        || (CANDIDATE_NEXT.load(Ordering::Relaxed) > CANDIDATES
+            && crate::slots::holds_ssl(first as *mut SSL))
 }
 
 /// The SSL a job belongs to, if the job is provably libssl's: entry point
@@ -201,18 +206,39 @@ pub fn free_deferral_state() -> u64 {
     }
 }
 
-/// Whether `ssl` holds its last reference, if the shim knows where the
-/// count lives (`SSL_free` of it then really frees it).
+/// What [`drop_reference`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefDrop {
+    /// Another reference remains: one was dropped, exactly as the real
+    /// `SSL_free` drops a reference that is not the last.
+    NotLast,
+    /// The caller holds the last reference: the real `SSL_free` frees.
+    Last,
+    /// The count's place is unknown: nothing was done.
+    Unknown,
+}
+
+/// `SSL_free`'s first step, done by the shim so that "is this the last
+/// reference" and the decrement are one atomic step: two threads dropping
+/// the last two references at once cannot both see another one remain.
 #[inline]
-pub fn is_last_reference(ssl: *mut SSL) -> Option<bool> {
+pub fn drop_reference(ssl: *mut SSL) -> RefDrop {
     let off = REFS_OFFSET.load(Ordering::Relaxed);
     if off == UNKNOWN {
-        return None;
+        return RefDrop::Unknown;
     }
     // SAFETY: ssl is a live SSL (its SSL_free has not run) and off was
-    // verified to be its aligned int reference count, inside the object.
+    // verified to be its aligned int reference count, inside the object,
+    // which OpenSSL changes only atomically (CRYPTO_UP_REF/DOWN_REF).
     let refs = unsafe { AtomicI32::from_ptr(ssl.cast::<u8>().add(off).cast::<i32>()) };
-    Some(refs.load(Ordering::Acquire) == 1)
+    let mut cur = refs.load(Ordering::Acquire);
+    while cur > 1 {
+        match refs.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return RefDrop::NotLast,
+            Err(now) => cur = now,
+        }
+    }
+    RefDrop::Last
 }
 
 /// Whether [`probe_references`] would run now: not probed yet, and the

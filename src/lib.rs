@@ -214,6 +214,7 @@ fn register_fork_handlers() {
         slots::after_fork_child();
         adapter::after_fork_child();
         state::after_fork_child();
+        retire::after_fork_child();
     }
     // SAFETY: three plain extern "C" fns with no arguments; registered once,
     // under the init state machine.

@@ -28,12 +28,10 @@ pub fn leftover(slot: &'static Slot, left: Leftover) {
     });
 }
 
-/// The real `SSL_free` an application's `SSL_free` left to a callback. Not
-/// once the process is exiting (OpenSSL's exit handler may already have
-/// run): the SSL is then left, as everything is at exit.
-fn deferred_free(ssl: *mut crate::sys::SSL) {
-    // Registered now, long after OpenSSL registered its own exit handler
-    // (an SSL exists), so it runs before OpenSSL's.
+/// Called when an SSL gets a record: registers the exit handler below, long
+/// after OpenSSL registered its own (an SSL exists), so it runs before
+/// OpenSSL's, and before any free can be deferred.
+pub fn first_record() {
     AT_EXIT.call_once(|| {
         extern "C" fn exiting() {
             at_exit();
@@ -41,6 +39,15 @@ fn deferred_free(ssl: *mut crate::sys::SSL) {
         // SAFETY: a plain extern "C" fn with no arguments.
         unsafe { libc::atexit(exiting) };
     });
+}
+
+/// The real `SSL_free` an application's `SSL_free` left to a callback. Not
+/// once the process is exiting (OpenSSL's exit handler may already have
+/// run): the SSL is then left, as everything is at exit. With cancellation
+/// held off: the free closes the SSL's socket, a cancellation point, and
+/// its thread's callback may just have asked for its own cancellation.
+fn deferred_free(ssl: *mut crate::sys::SSL) {
+    let _quiet = crate::thread::NoCancel::new();
     FREEING.fetch_add(1, Ordering::SeqCst);
     if !EXITING.load(Ordering::SeqCst) {
         if let Some(real) = real::SSL_free() {
@@ -57,6 +64,7 @@ fn deferred_free(ssl: *mut crate::sys::SSL) {
 /// thread is given a moment to finish before OpenSSL goes (bounded: the
 /// exit never hangs on it).
 fn at_exit() {
+    let _quiet = crate::thread::NoCancel::new(); // sleeping is a cancellation point
     EXITING.store(true, Ordering::SeqCst);
     for _ in 0..1000 {
         if FREEING.load(Ordering::SeqCst) == 0 {
@@ -71,4 +79,10 @@ fn at_exit() {
 pub fn release(slot: &'static Slot) {
     slots::release(slot);
     gate::hold(false);
+}
+
+/// fork() in the child: frees running on the parent's other threads are
+/// not running here.
+pub fn after_fork_child() {
+    FREEING.store(0, Ordering::SeqCst);
 }

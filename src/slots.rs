@@ -81,10 +81,15 @@ const FD_ON: u64 = 1;
 const REPORTED: u64 = 2;
 /// the engine called the adapter's trampoline since the last job start;
 const ENGINE_CALLED: u64 = 4;
-/// a watch may be armed for the SSL (set and cleared by its owner only);
+/// a watch may be armed for the SSL (set by its owner; cleared where a
+/// watch is ended early: a job start, a clear, a free, the engine calling
+/// back, see `adapter::forget`);
 const ARMED: u64 = 8;
 /// the owner was retired (its handles are stale); cleared by the next owner;
 const RETIRED: u64 = 16;
+/// the fd adapter's delivery for the current pause began (it and an engine
+/// calling back for the same pause exclude each other: one callback);
+const ADAPTER_FIRED: u64 = 32;
 /// and the job-start count, above the flags.
 const SEQ_ONE: u64 = 1 << 8;
 
@@ -182,8 +187,29 @@ impl Slot {
     pub fn begin_pause_delivery(&self, handle: u64, seq: u64) -> Begin {
         match self.begin_delivery(handle) {
             // After the claim and begin_delivery's fence: pairs with end_pause.
-            Begin::Deliver(_) if self.pause_seq() != seq => Begin::Dropped(self.end_claim()),
+            Begin::Deliver(_) if !self.claim_pause(seq) => Begin::Dropped(self.end_claim()),
             b => b,
+        }
+    }
+
+    /// The fd adapter's delivery for the pause armed under `seq` may call
+    /// the user: no job start since, and the engine has not called back for
+    /// this pause (one read-modify-write, so exactly one of the two does).
+    fn claim_pause(&self, seq: u64) -> bool {
+        let mut cur = self.mode.load(Ordering::Acquire);
+        loop {
+            if cur >> 8 != seq || cur & ENGINE_CALLED != 0 {
+                return false;
+            }
+            match self.mode.compare_exchange(
+                cur,
+                cur | ADAPTER_FIRED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
         }
     }
 
@@ -239,7 +265,7 @@ impl Slot {
     pub fn end_pause(&self) {
         let mut cur = self.mode.load(Ordering::Relaxed);
         loop {
-            let next = cur.wrapping_add(SEQ_ONE) & !ENGINE_CALLED;
+            let next = cur.wrapping_add(SEQ_ONE) & !(ENGINE_CALLED | ADAPTER_FIRED);
             match self
                 .mode
                 .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -288,9 +314,11 @@ impl Slot {
         self.set_flag(REPORTED, on)
     }
 
-    /// The engine called back (through the adapter's trampoline).
-    pub fn note_engine_call(&self) {
-        self.set_flag(ENGINE_CALLED, true);
+    /// The engine called back (through the adapter's trampoline). False
+    /// when the fd adapter already called the user for this pause: the
+    /// engine's call is then not passed on.
+    pub fn note_engine_call(&self) -> bool {
+        self.mode.fetch_or(ENGINE_CALLED, Ordering::AcqRel) & ADAPTER_FIRED == 0
     }
 
     /// Whether the engine called back since the last job start.
@@ -344,7 +372,7 @@ impl Slot {
 
     fn retire(&self, leave: u64) -> bool {
         let old = self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
-        if (old + GEN_ONE) >> INDEX_BITS == 0 {
+        if old.wrapping_add(GEN_ONE) >> INDEX_BITS == 0 {
             // Generation 0 would make index 0's handle NULL: skip it.
             self.id.fetch_add(GEN_ONE, Ordering::AcqRel);
         }
@@ -466,6 +494,26 @@ pub fn release(slot: &'static Slot) {
     }
 }
 
+/// Whether a record not yet retired is `ssl`'s (a search of every record:
+/// only while the job layout is being measured, see `internals`).
+pub fn holds_ssl(ssl: *mut SSL) -> bool {
+    for cell in CHUNKS.iter() {
+        let base = cell.load(std::sync::atomic::Ordering::Acquire);
+        if base.is_null() {
+            break; // chunks are allocated in order
+        }
+        // SAFETY: base points at CHUNK_LEN never-freed slots.
+        let chunk = unsafe { std::slice::from_raw_parts(base, CHUNK_LEN) };
+        if chunk
+            .iter()
+            .any(|s| s.ssl.load(Ordering::Acquire) == ssl && !s.retired())
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// The slot with this index (an fd watch's key), if it exists.
 pub fn at_index(index: u32) -> Option<&'static Slot> {
     slot_at(index as u64)
@@ -491,9 +539,13 @@ pub fn after_fork_parent() {
 
 /// fork() in the child: release the free list, and forget the claims of
 /// deliveries that were under way: the threads making them are not in the
-/// child (one on the forking thread itself ends harmlessly), and neither is
-/// work left to them (a deferred free): the record and that SSL's copy stay
-/// allocated in the child.
+/// child, and neither is work left to them (a deferred free: the record and
+/// that SSL's copy stay allocated in the child). A claim of the forking
+/// thread itself (fork() inside a callback) is forgotten too; its end, when
+/// that callback returns, finds no claim and changes nothing, unless by
+/// then another thread of the child began a delivery for the same SSL: that
+/// delivery's claim is then the one ended, and an `SSL_free` before it
+/// returns frees the SSL under it.
 pub fn after_fork_child() {
     // SAFETY: before_fork took it on this thread.
     unsafe { FREE.reset_in_child() };

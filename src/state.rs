@@ -20,6 +20,7 @@ use crate::free;
 use crate::gate;
 use crate::internals;
 use crate::log::debug;
+use crate::retire;
 use crate::slots::{self, Slot};
 use crate::sync::Lock;
 use crate::sys::{self, CRYPTO_EX_DATA, SSL, SSL_CTX};
@@ -264,12 +265,14 @@ pub fn attach_slot(
     // SAFETY: ssl is live and owned by the calling thread, per OpenSSL's
     // threading rules for a single SSL object.
     if unsafe { sys::SSL_set_ex_data(ssl, idx, (slot as *const Slot).cast_mut().cast()) } != 1 {
-        // Never handed out: no claim can exist.
-        slot.retire_for_free();
-        slots::release(slot);
+        // Never handed out: no claim can exist, so it is released now.
+        if slot.retire_for_free() {
+            slots::release(slot);
+        }
         return None;
     }
     gate::hold(true);
+    retire::first_record();
     internals::note_candidate(ssl);
     Some(slot)
 }

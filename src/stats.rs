@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use libc::c_int;
 
+use crate::log::Buf;
 use crate::slots::Slot;
 
 /// Number of latency buckets: bucket `i` counts latencies below `2^i` microseconds
@@ -298,53 +299,20 @@ fn program() -> &'static str {
         .unwrap_or("?")
 }
 
-/// A report line built in place: the exit report allocates nothing (it may
+/// The exit report, built in a fixed buffer: it allocates nothing (it may
 /// run when memory is short), and a report too long for it is cut.
-struct Buf {
-    bytes: [u8; 2048],
-    len: usize,
-}
-
-impl Buf {
-    fn new() -> Buf {
-        Buf {
-            bytes: [0; 2048],
-            len: 0,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
-    }
-}
-
-impl fmt::Write for Buf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = self.bytes.len() - self.len;
-        let n = s.len().min(room);
-        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        if n < s.len() {
-            Err(fmt::Error)
-        } else {
-            Ok(())
-        }
-    }
-}
-
 fn report() {
     let s = snapshot();
     if !USED.load(Ordering::Relaxed) && s.pauses == 0 {
         return; // a process that merely loaded the shim (e.g. a wrapper's sh)
     }
-    let mut out = Buf::new();
+    let mut out = Buf::<2048>::new();
     let _ = match FORM.load(Ordering::Relaxed) {
         JSON => json(&mut out, &s, std::process::id(), program()),
         _ => text(&mut out, &s, std::process::id(), program()),
     };
     // One write, so reports of concurrent processes do not interleave.
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(out.as_str().as_bytes());
+    crate::log::write_stderr(out.as_bytes());
 }
 
 fn text(out: &mut impl fmt::Write, s: &sslasync_stats, pid: u32, prog: &str) -> fmt::Result {
@@ -453,7 +421,7 @@ mod tests {
             pauses: 3,
             ..Default::default()
         };
-        let mut b = Buf::new();
+        let mut b = Buf::<2048>::new();
         json(&mut b, &s, 42, "a\"b\\c").unwrap();
         let j = b.as_str();
         assert!(j.starts_with("{\"sslasync\":\""), "{j}");
@@ -464,7 +432,7 @@ mod tests {
 
     #[test]
     fn the_text_report_names_the_process_on_every_line() {
-        let mut b = Buf::new();
+        let mut b = Buf::<2048>::new();
         text(&mut b, &sslasync_stats::default(), 7, "prog").unwrap();
         let t = b.as_str();
         assert_eq!(t.lines().count(), 2);

@@ -65,27 +65,11 @@ fn futex_wake_one(word: &AtomicU32) {
     }
 }
 
-/// The identity of the calling thread, as the slot protocol records it:
-/// `pthread_self()`, read inline on x86-64 glibc.
-#[inline(always)]
+/// The identity of the calling thread (initialisation uses it to tell its
+/// own re-entry from another thread's wait).
 pub fn current_thread() -> usize {
-    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
-    {
-        let me: usize;
-        // SAFETY: glibc's pthread_self() is exactly this load: the thread
-        // control block's `self` word at %fs:0x10 (the x86-64 TLS ABI,
-        // which GCC's stack protector relies on too). Reads only.
-        unsafe {
-            std::arch::asm!("mov {}, qword ptr fs:[0x10]", out(reg) me,
-                            options(nostack, readonly, preserves_flags));
-        }
-        me
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_env = "gnu")))]
     // SAFETY: pthread_self has no preconditions.
-    unsafe {
-        libc::pthread_self() as usize
-    }
+    unsafe { libc::pthread_self() as usize }
 }
 
 /// Lock word states.

@@ -7,16 +7,20 @@
 //! `SCHED_OTHER` at the process's initial nice value and CPU set (read when
 //! the shim loads), with every signal blocked so that the program's signal
 //! handlers never run on it.
+//!
+//! Also here: keeping a thread's cancellation off while the shim's own code
+//! runs (see [`NoCancel`]).
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 use libc::{c_int, c_void};
 
-use crate::sync::Lock;
-
-/// The process's CPU set and nice value when the shim loaded.
-static CPUS: Lock<Option<libc::cpu_set_t>> = Lock::new(None);
+/// The process's CPU set when the shim loaded: written once, read without
+/// a lock (a lock held by another thread at a fork() would stay held in the
+/// child, whose first poller start would then wait for ever).
+static CPUS: OnceLock<libc::cpu_set_t> = OnceLock::new();
 /// The nice value, or `NO_NICE` when it could not be read.
 static NICE: AtomicI32 = AtomicI32::new(NO_NICE);
 const NO_NICE: i32 = i32::MIN;
@@ -31,7 +35,7 @@ pub fn remember_initial_placement() {
     } == 0
     {
         // SAFETY: filled by sched_getaffinity.
-        *CPUS.lock() = Some(unsafe { set.assume_init() });
+        let _ = CPUS.set(unsafe { set.assume_init() });
     }
     // getpriority may return -1 legitimately: errno tells.
     // SAFETY: errno is thread-local; getpriority has no other effect.
@@ -58,10 +62,10 @@ struct Start {
 /// Starts a detached thread named `name` running `main(arg)`, with the
 /// attributes described above. False when it cannot be started.
 pub fn spawn(name: &'static std::ffi::CStr, main: Main, arg: *mut c_void) -> bool {
-    let cpus = *CPUS.lock();
+    let cpus = CPUS.get();
     // With the initial CPU set first; if the process's cpuset has shrunk
     // since (EINVAL), without it.
-    create(name, main, arg, cpus.as_ref()) || (cpus.is_some() && create(name, main, arg, None))
+    create(name, main, arg, cpus) || (cpus.is_some() && create(name, main, arg, None))
 }
 
 fn create(
@@ -137,4 +141,63 @@ unsafe extern "C-unwind" fn first_frame(p: *mut c_void) -> *mut c_void {
     }
     // SAFETY: main is the body the spawner chose, with its argument.
     unsafe { (start.main)(start.arg) }
+}
+
+// ---------------------------------------------------------- cancellation
+
+const PTHREAD_CANCEL_ENABLE: c_int = 0;
+const PTHREAD_CANCEL_DISABLE: c_int = 1;
+
+extern "C" {
+    fn pthread_setcancelstate(state: c_int, old: *mut c_int) -> c_int;
+}
+extern "C-unwind" {
+    // Unwinds (a forced unwind) when a cancellation is pending.
+    fn pthread_testcancel();
+}
+
+/// Cancellation held off while the shim's own code runs a cancellation
+/// point (`close`, `write`, a real `SSL_free` closing its socket): a forced
+/// unwind starting there would meet the shim's `catch_unwind` boundaries,
+/// where Rust aborts the process on any unwind it did not start. A request
+/// arriving meanwhile stays pending and acts at the thread's next
+/// cancellation point once the previous state is back.
+pub struct NoCancel(c_int);
+
+impl NoCancel {
+    #[must_use]
+    pub fn new() -> NoCancel {
+        let mut old = PTHREAD_CANCEL_ENABLE;
+        // SAFETY: changes only the calling thread's cancelability.
+        unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
+        NoCancel(old)
+    }
+}
+
+impl Drop for NoCancel {
+    fn drop(&mut self) {
+        // SAFETY: restores the state saved by `new`, on the same thread.
+        unsafe { pthread_setcancelstate(self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// For the shim's own thread, which runs with cancellation off: `f` (the
+/// user's callback) runs with it on, and a cancellation requested meanwhile
+/// acts when `f` returns, as if at a cancellation point inside it (the
+/// caller's frames may unwind; no `catch_unwind` may enclose this call).
+pub fn cancellable(f: impl FnOnce()) {
+    // SAFETY: changes only the calling thread's cancelability.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, std::ptr::null_mut()) };
+    f();
+    // SAFETY: a cancellation point; its unwind is the callback's thread
+    // ending, which the caller's frames allow for.
+    unsafe { pthread_testcancel() };
+    // SAFETY: as above.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, std::ptr::null_mut()) };
+}
+
+/// The shim's own thread starts with cancellation off (see [`cancellable`]).
+pub fn cancellation_off() {
+    // SAFETY: changes only the calling thread's cancelability.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, std::ptr::null_mut()) };
 }
