@@ -915,6 +915,34 @@ mod loom_tests {
         });
     }
 
+    /// An engine calling back (the fd adapter's trampoline) and the fd
+    /// adapter's poller delivering the same pause: exactly one calls the
+    /// user, whichever order they take.
+    #[test]
+    fn loom_engine_and_adapter_call_back_a_pause_once() {
+        loom::model(|| {
+            let slot = live_slot(0x1000);
+            let handle = slot.handle() as u64;
+            let seq = slot.pause_seq();
+            let calls = Arc::new(LoomUsize::new(0));
+            let (s, c) = (slot.clone(), calls.clone());
+            let poller = thread::spawn(move || {
+                if let Begin::Deliver(_) = s.begin_pause_delivery(handle, seq) {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    s.end_claim();
+                }
+            });
+            if let Begin::Deliver(_) = slot.begin_delivery(handle) {
+                if slot.note_engine_call() {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                }
+                slot.end_claim();
+            }
+            poller.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
+    }
+
     /// Same for clearing the callback.
     #[test]
     fn loom_no_delivery_starts_after_a_clear() {
