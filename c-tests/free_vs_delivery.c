@@ -400,8 +400,15 @@ static void *shared_freer_main(void *unused)
 static void shared_phase(SSL_CTX *sctx, race_conn *rc)
 {
     pthread_t freers[2];
+    sslasync_stats st;
     int round, i;
 
+    /* The shim must know where the reference count is (else it cannot
+     * defer, and this phase would test nothing of the sort). */
+    memset(&st, 0, sizeof(st));
+    TLSD_CHECK(tlsd_shim_stats_get()(&st, sizeof(st)) >= 0 && st.free_deferral == 1,
+               "the shim cannot defer SSL_free (free_deferral %llu)",
+               (unsigned long long)st.free_deferral);
     round_conns = rc;
     atomic_store(&stop_freers, 0);
     TLSD_CHECK(pthread_barrier_init(&round_start, NULL, 3) == 0, "barrier");

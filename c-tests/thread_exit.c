@@ -157,63 +157,103 @@ static void one(SSL_CTX *sctx, enum how h)
 /* ------------------------------------------------------ the fd adapter */
 
 static atomic_int adapter_calls;
+static atomic_int blocker_in, blocker_release;
+
+/* What each connection's adapter callback does (tlsd_conn.user). */
+enum role { ROLE_EXIT, ROLE_BLOCK, ROLE_CANCEL, ROLE_PLAIN, NROLES };
 
 static int adapter_cb(SSL *s, void *arg)
 {
     tlsd_conn *c = arg;
-    int n = atomic_fetch_add(&adapter_calls, 1);
+    long long deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
 
     (void)s;
     TLSD_CHECK(tlsd_on_adapter_thread(), "adapter callback on another thread");
-    if (n == 0)
+    atomic_fetch_add(&adapter_calls, 1);
+    switch ((enum role)(intptr_t)c->user) {
+    case ROLE_EXIT:
         pthread_exit(NULL); /* ends the poller thread itself */
+    case ROLE_BLOCK:
+        /* Keeps the poller here until two more pauses are ready, so that
+         * its next wait returns both in one batch. */
+        atomic_store(&blocker_in, 1);
+        while (!atomic_load(&blocker_release) && tlsd_now_ns() < deadline)
+            usleep(1000);
+        break;
+    case ROLE_CANCEL:
+        /* Acts when this returns: the other ready pause of the batch must
+         * still be called back, by the poller that takes over. */
+        tlsd_note(c);
+        pthread_cancel(pthread_self());
+        return 1;
+    default:
+        break;
+    }
     tlsd_note(c);
-    if (n == 1)
-        pthread_cancel(pthread_self()); /* ends it when this returns */
     return 1;
+}
+
+/* Drives a connection whose pause the adapter called back to the end. */
+static void finish_noted(tlsd_conn *c, const char *what)
+{
+    tlsd_wait_notes(c, 1);
+    c->paused = 0;
+    tlsd_handshake(c);
+    TLSD_CHECK(atomic_load(&c->notes) == 1, "%s: %u callbacks", what, atomic_load(&c->notes));
 }
 
 static void poller(SSL_CTX *sctx)
 {
     int (*set_fd)(SSL *, int) =
         (int (*)(SSL *, int))(uintptr_t)dlsym(RTLD_DEFAULT, "sslasync_set_fd_callbacks");
-    tlsd_conn c[3];
+    tlsd_conn c[NROLES];
+    simaccel_counters before, now;
+    long long deadline;
     int i;
 
     TLSD_CHECK(set_fd != NULL, "no sslasync_set_fd_callbacks");
     tlsd_watchdog("pthread_exit and a cancellation in fd adapter callbacks", 0);
     tlsd_style(SIMACCEL_STYLE_FD, 0, 0);
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < NROLES; i++) {
         memset(&c[i], 0, sizeof(c[i]));
         tlsd_conn_init(&c[i], sctx, NULL);
+        c[i].user = (void *)(intptr_t)i;
         TLSD_CHECK(set_fd(c[i].server, 1) == 1, "sslasync_set_fd_callbacks");
         TLSD_CHECK(SSL_set_async_callback(c[i].server, adapter_cb) == 1, "set callback");
         TLSD_CHECK(SSL_set_async_callback_arg(c[i].server, &c[i]) == 1, "set arg");
     }
     /* The first callback ends the poller: its handshake is finished by
      * polling, as after any lost wake-up (the SSL itself is fine). */
-    TLSD_CHECK(tlsd_run_until_paused(&c[0]) == 1, "no pause");
+    TLSD_CHECK(tlsd_run_until_paused(&c[ROLE_EXIT]) == 1, "no pause");
     tlsd_wait_set(&adapter_calls, "the adapter calls back");
-    c[0].paused = 0;
-    tlsd_handshake(&c[0]);
-    /* Later pauses are called back by the poller's replacements (waited
-     * for alone: the driver would also poll the engine's fd): the second
-     * callback asks for its thread's cancellation, the third comes from
-     * the thread that took over. */
-    for (i = 1; i < 3; i++) {
-        TLSD_CHECK(tlsd_run_until_paused(&c[i]) == 1, "no pause");
-        tlsd_wait_notes(&c[i], 1);
-        c[i].paused = 0;
-        tlsd_handshake(&c[i]);
-        TLSD_CHECK(atomic_load(&c[i].notes) == 1, "pause %d: %u callbacks", i,
-                   atomic_load(&c[i].notes));
-    }
-    for (i = 0; i < 3; i++)
+    c[ROLE_EXIT].paused = 0;
+    tlsd_handshake(&c[ROLE_EXIT]);
+    /* The poller that took over blocks in a callback while two more pauses
+     * become ready; then one callback of that batch asks for its thread's
+     * cancellation, and the other pause is called back all the same (by
+     * the next poller). Callbacks are waited for alone: the driver would
+     * also poll the engine's fd. */
+    TLSD_CHECK(tlsd_run_until_paused(&c[ROLE_BLOCK]) == 1, "no pause");
+    tlsd_wait_set(&blocker_in, "the blocking callback runs");
+    simaccel_get_counters(&before);
+    TLSD_CHECK(tlsd_run_until_paused(&c[ROLE_CANCEL]) == 1, "no pause");
+    TLSD_CHECK(tlsd_run_until_paused(&c[ROLE_PLAIN]) == 1, "no pause");
+    deadline = tlsd_now_ns() + (long long)tlsd_timeout_ms() * 1000000LL;
+    do {
+        TLSD_CHECK(tlsd_now_ns() < deadline, "the device did not complete both");
+        usleep(1000);
+        simaccel_get_counters(&now);
+    } while (now.completions < before.completions + 2);
+    atomic_store(&blocker_release, 1);
+    finish_noted(&c[ROLE_BLOCK], "the blocking callback's pause");
+    finish_noted(&c[ROLE_CANCEL], "the pause whose callback asked for cancellation");
+    finish_noted(&c[ROLE_PLAIN], "the other pause of the batch");
+    for (i = 0; i < NROLES; i++)
         tlsd_conn_free(&c[i]);
     tlsd_style(SIMACCEL_STYLE_CALLBACK, 0, 0);
     tlsd_watchdog(NULL, 0);
-    tlsd_say("pthread_exit, then a cancellation request, in fd adapter callbacks: a new poller "
-             "delivered each next pause");
+    tlsd_say("pthread_exit, then a cancellation request in a batch of two ready pauses, in fd "
+             "adapter callbacks: a new poller delivered each next pause");
 }
 
 /* --------------------------------------- SSL_free with a cancellation pending */

@@ -216,8 +216,9 @@ int sslasync_get_fd_callbacks(const SSL *s);
 /**
  * Copies the counters into `out` (at most `size` bytes, so a caller built
  * against an older, shorter struct stays safe). Returns 1 when counting is
- * on, 0 when it is off (`out` then zeroed) or `out` is NULL (nothing is
- * written and, unlike the OpenSSL functions, no error is queued).
+ * on, 0 when it is off (`out` then holds zeros but for the members kept
+ * whether or not counting is on) or `out` is NULL (nothing is written and,
+ * unlike the OpenSSL functions, no error is queued).
  */
 int sslasync_stats_get(struct sslasync_stats *out, size_t size);
 

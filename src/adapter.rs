@@ -99,6 +99,9 @@ struct Watch {
     seq: u64,
     fds: [c_int; MAX_FDS],
     n: usize,
+    /// The epoll set the fds were added to (a poller abandoned since may
+    /// have been replaced by one on another set).
+    ep: c_int,
 }
 
 /// Armed pauses by slot index (a slot has at most one paused job).
@@ -169,6 +172,7 @@ pub unsafe fn paused(slot: &Slot, wctx: *mut ASYNC_WAIT_CTX) {
         seq: slot.pause_seq(),
         fds: dups,
         n,
+        ep,
     };
     // Reported before the watch can fire: the callback may read it.
     slot.set_reported(true);
@@ -228,11 +232,9 @@ fn listen(ep: c_int, fds: &[c_int], key: u64) -> bool {
     true
 }
 
-/// Takes `fds` out of the epoll set `ep` (-1: none). Under the table's lock.
+/// Takes `fds` out of the epoll set `ep`. Under the table's lock, where `ep`
+/// is open: a set is closed only after its watches left the table.
 fn unlisten(ep: c_int, fds: &[c_int]) {
-    if ep < 0 {
-        return;
-    }
     for &fd in fds {
         // SAFETY: fd is the shim's own dup, still open; the description
         // it shares with the engine's fd must leave the epoll set before
@@ -269,7 +271,7 @@ fn take(index: u32, token: Option<u64>) -> Option<Watch> {
         return None;
     }
     let w = map.remove(&index)?;
-    unlisten(EPOLL.load(Ordering::Acquire), &w.fds[..w.n]);
+    unlisten(w.ep, &w.fds[..w.n]);
     Some(w)
 }
 
@@ -338,27 +340,47 @@ impl Drop for PollerEnded {
     fn drop(&mut self) {
         let ep = self.0;
         let _ = std::panic::catch_unwind(|| {
+            // Only this thread abandons its own set, so this stays true.
+            let current = EPOLL.load(Ordering::Acquire) == ep;
             // Under the start lock, which fork() handlers hold: a fork never
             // sees a thread being created half-way.
-            let started = {
+            if current && {
                 let _one = STARTING.lock();
                 start_poller(ep)
-            };
-            if started {
+            } {
                 notice!("fd adapter: a callback ended the poller thread; a new one took over");
-            } else {
-                notice!("fd adapter: a callback ended the poller thread and none can start");
-                abandon_poller(ep);
+                return;
             }
+            if current {
+                notice!("fd adapter: a callback ended the poller thread and none can start");
+            }
+            // Otherwise the thread was already abandoning its set (a callback
+            // it called ended it): the rest of the set's pauses still go.
+            abandon_poller(ep, Ending::Unwinding { close: current });
         });
     }
 }
 
-/// The poller cannot go on: every armed pause is called back now, as if its
-/// fd were ready (the application resumes the job, which pauses again if
-/// the engine is not done and is armed with a new poller), so that no
-/// application waits for a callback that would never come.
-fn abandon_poller(ep: c_int) {
+/// How the poller thread gives up its epoll set.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// `epoll_wait` failed: the set is no longer the shim's (it was closed
+    /// behind its back), so it is not closed again; the callbacks run as
+    /// on a live poller.
+    SetLost,
+    /// The thread is unwinding (a callback ended it) and no replacement
+    /// can start: the callbacks run from its last frame; `close` when the
+    /// set is still the shim's.
+    Unwinding { close: bool },
+}
+
+/// The poller cannot go on: every pause armed on its set `ep` is called
+/// back now, as if its fd were ready (the application resumes the job,
+/// which pauses again if the engine is not done and is armed with a new
+/// poller), so that no application waits for a callback that would never
+/// come. From an unwinding thread, a callback that ends the thread again
+/// ends the process: the one case where a callback cannot end its thread.
+fn abandon_poller(ep: c_int, how: Ending) {
     {
         // Under the table's lock: an arm in progress either finished adding
         // its watch (drained below) or sees the poller gone.
@@ -366,22 +388,28 @@ fn abandon_poller(ep: c_int) {
         let _ = EPOLL.compare_exchange(ep, -1, Ordering::AcqRel, Ordering::Relaxed);
     }
     loop {
+        // Only this set's watches: a newer poller's are its own.
         let next = std::panic::catch_unwind(|| {
             let mut table = WATCHES.lock();
             let map = table.as_mut()?;
-            let index = *map.keys().next()?;
+            let index = map.iter().find(|(_, w)| w.ep == ep).map(|(i, _)| *i)?;
             map.remove(&index)
         });
         let Ok(Some(w)) = next else {
             break;
         };
         close_all(&w.fds[..w.n]);
-        deliver_watch(&w);
+        match how {
+            Ending::SetLost => thread::cancellable(|| deliver_watch(&w)),
+            Ending::Unwinding { .. } => deliver_watch(&w),
+        }
     }
-    // Nothing uses ep any more: arms check EPOLL under the lock.
-    let _quiet = thread::NoCancel::new();
-    // SAFETY: the abandoned epoll fd, closed once (EPOLL no longer names it).
-    unsafe { libc::close(ep) };
+    if let Ending::Unwinding { close: true } = how {
+        let _quiet = thread::NoCancel::new();
+        // SAFETY: the shim's own epoll fd, closed once: EPOLL no longer
+        // names it and its watches have left the table, so nothing uses it.
+        unsafe { libc::close(ep) };
+    }
 }
 
 fn run(ep: c_int) {
@@ -396,7 +424,7 @@ fn run(ep: c_int) {
                 continue;
             }
             notice!("fd adapter: the poller stopped: {err}");
-            abandon_poller(ep);
+            abandon_poller(ep, Ending::SetLost);
             return;
         }
         for ev in &events[..n as usize] {
@@ -416,9 +444,9 @@ fn fired(key: u64) -> Option<Watch> {
     let token = key >> INDEX_BITS;
     // None: ended already (another of its fds, a job start, a free).
     let w = take(index, Some(token))?;
-    // The slot's armed mark stays: only its owner clears it (its next
-    // forget finds the entry gone). The fds go first: the callback may
-    // resume the job, whose engine may then close and reuse them.
+    // The slot's armed mark stays (the next `forget` finds the entry
+    // gone). The fds go first: the callback may resume the job, whose
+    // engine may then close and reuse them.
     close_all(&w.fds[..w.n]);
     Some(w)
 }

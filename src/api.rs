@@ -113,8 +113,9 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 
 /// Copies the counters into `out` (at most `size` bytes, so a caller built
 /// against an older, shorter struct stays safe). Returns 1 when counting is
-/// on, 0 when it is off (`out` then zeroed) or `out` is NULL (nothing is
-/// written and, unlike the OpenSSL functions, no error is queued).
+/// on, 0 when it is off (`out` then holds zeros but for the members kept
+/// whether or not counting is on) or `out` is NULL (nothing is written and,
+/// unlike the OpenSSL functions, no error is queued).
 #[no_mangle]
 pub unsafe extern "C" fn sslasync_stats_get(out: *mut sslasync_stats, size: size_t) -> c_int {
     std::panic::catch_unwind(|| {

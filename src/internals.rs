@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | a job whose entry point lies in libssl's code and whose argument block is `sizeof(struct ssl_async_args)` was started by libssl's `ssl_start_async_job` | the code range is read from the loaded libssl's program headers at load | a job from elsewhere is forwarded untouched |
 //! | the args' first word is the public `SSL*`, and the job out-pointer is `&ssl->job`, a fixed offset from it | measured on the first such job whose first word is an SSL the application gave the API (pointer equality, nothing dereferenced); every later job must match it, compared without dereferencing | until measured, jobs are forwarded untouched; an impossible offset makes the shim give OpenSSL's own wiring and `sslasync_active()` 0; a mismatch is forwarded untouched and counted |
-//! | an SSL's reference count is an `int` inside the object, before `&ssl->job` | once the job offset is known, on an SSL fresh from `SSL_new` or starting a job on its owner's thread (normally one reference; retried on later ones): exactly one word follows `SSL_up_ref` and `SSL_free` 1→2→1→2→1 | unknown: `SSL_free` cannot tell the last reference, so a callback running on another thread at the final free is not waited for by deferring the free (its `SSL*` dangles, as natively); known, the shim's `SSL_free` drops a reference that is not the last itself (one compare-and-swap, as OpenSSL's own decrement) |
+//! | an SSL's reference count is an `int` inside the object, before `&ssl->job` | once the job offset is known, on an SSL fresh from `SSL_new` or starting a job on its owner's thread (normally one reference; retried on later ones): exactly one word follows `SSL_up_ref` and `SSL_free` 1→2→1→2→1 | unknown: `SSL_free` cannot tell the last reference, so a callback running on another thread at the final free is not waited for by deferring the free (its `SSL*` dangles, as natively); known, the shim's `SSL_free` drops a reference that is not the last itself (a compare-and-swap loop on the int OpenSSL's own atomic decrement works on) |
 //! | an `ASYNC_WAIT_CTX` keeps its callback and argument in two of its first five words | at load, two known pairs are set through the API and found | the job-start hook always takes its checked (API) path |
 //! | engines read a wait ctx's argument only when its callback is set | OpenSSL's API pairs them; libssl's own argument is the SSL | (design) the "no slot" mark lives only beside a NULL callback |
 
@@ -106,6 +106,9 @@ pub fn forget_candidate(ssl: *mut SSL) {
     }
 }
 
+/// After the list overflowed, a job that is not in it scans every record
+/// (chunks of 4096): only until the layout is measured, at most once per
+/// SSL between two setters (a mark then lets its job starts skip this).
 fn is_candidate(first: usize) -> bool {
     CANDIDATE.iter().any(|c| c.load(Ordering::Acquire) == first)
         || (CANDIDATE_NEXT.load(Ordering::Relaxed) > CANDIDATES
@@ -228,8 +231,10 @@ pub fn drop_reference(ssl: *mut SSL) -> RefDrop {
         return RefDrop::Unknown;
     }
     // SAFETY: ssl is a live SSL (its SSL_free has not run) and off was
-    // verified to be its aligned int reference count, inside the object,
-    // which OpenSSL changes only atomically (CRYPTO_UP_REF/DOWN_REF).
+    // verified to be its aligned int reference count, inside the object.
+    // OpenSSL changes it with atomic instructions (CRYPTO_UP_REF/DOWN_REF)
+    // on every target the shim builds for (x86-64 and aarch64 have them;
+    // OpenSSL's lock-based fallback is for targets without atomics).
     let refs = unsafe { AtomicI32::from_ptr(ssl.cast::<u8>().add(off).cast::<i32>()) };
     let mut cur = refs.load(Ordering::Acquire);
     while cur > 1 {

@@ -225,12 +225,13 @@ impl Slot {
     }
 
     /// The rest of [`Slot::end_claim`]: other claims remain, or work was
-    /// left to the last one, or (only in a child after fork(), which forgot
-    /// the claims of the parent's other threads) there was none to end.
+    /// left to the last one.
     #[cold]
     #[inline(never)]
     fn end_claim_slow(&self, prev: u64) -> Leftover {
         match prev & COUNT {
+            // No claim to end: a claim ended twice, which the protocol never
+            // does; undone rather than left wrapped.
             0 => {
                 self.claims.fetch_add(1, Ordering::AcqRel);
                 Leftover::Nothing
@@ -537,29 +538,16 @@ pub fn after_fork_parent() {
     unsafe { FREE.release_after_fork() };
 }
 
-/// fork() in the child: release the free list, and forget the claims of
-/// deliveries that were under way: the threads making them are not in the
-/// child, and neither is work left to them (a deferred free: the record and
-/// that SSL's copy stay allocated in the child). A claim of the forking
-/// thread itself (fork() inside a callback) is forgotten too; its end, when
-/// that callback returns, finds no claim and changes nothing, unless by
-/// then another thread of the child began a delivery for the same SSL: that
-/// delivery's claim is then the one ended, and an `SSL_free` before it
-/// returns frees the SSL under it.
+/// fork() in the child: release the free list. Claims stay as they were:
+/// one of the forking thread (fork() inside a callback) ends when that
+/// callback returns, as in the parent; one of another thread, which is not
+/// in the child, never ends, so an `SSL_free` of its SSL in the child is
+/// left to it and that SSL's copy stays allocated there (so does one whose
+/// free the parent had already left to such a claim). Never freeing under
+/// a running callback outweighs freeing a copy the child may not need.
 pub fn after_fork_child() {
     // SAFETY: before_fork took it on this thread.
     unsafe { FREE.reset_in_child() };
-    for cell in CHUNKS.iter() {
-        let base = cell.load(std::sync::atomic::Ordering::Acquire);
-        if base.is_null() {
-            break; // chunks are allocated in order
-        }
-        for k in 0..CHUNK_LEN {
-            // SAFETY: base points at CHUNK_LEN never-freed slots.
-            let slot = unsafe { &*base.add(k) };
-            slot.claims.store(0, Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -704,18 +692,6 @@ mod tests {
         );
         assert_eq!(slot.end_claim(), Leftover::FreeSsl(fake_ssl(6)));
         release(slot);
-    }
-
-    #[test]
-    fn a_claim_forgotten_at_fork_ends_harmlessly() {
-        let slot = acquire(fake_ssl(8), 9, ptr::null_mut(), false).unwrap();
-        let Begin::Deliver(_) = slot.begin_delivery(slot.handle() as u64) else {
-            panic!("dropped")
-        };
-        slot.claims.store(0, Ordering::Relaxed); // what after_fork_child does
-        assert_eq!(slot.end_claim(), Leftover::Nothing);
-        assert_eq!(slot.claims_in_flight(), 0);
-        free(slot);
     }
 
     #[test]

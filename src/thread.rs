@@ -161,7 +161,9 @@ extern "C-unwind" {
 /// unwind starting there would meet the shim's `catch_unwind` boundaries,
 /// where Rust aborts the process on any unwind it did not start. A request
 /// arriving meanwhile stays pending and acts at the thread's next
-/// cancellation point once the previous state is back.
+/// cancellation point once the previous state is back. (With the
+/// asynchronous cancellation type, which no OpenSSL function supports, a
+/// pending request would act inside `pthread_setcancelstate` itself.)
 pub struct NoCancel(c_int);
 
 impl NoCancel {
