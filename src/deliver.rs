@@ -66,15 +66,9 @@ unsafe extern "C-unwind" fn trampoline_counted(arg: *mut c_void) -> c_int {
 /// # Safety
 /// `handle` is a wait-ctx callback argument (any value: it is checked).
 pub unsafe fn deliver_engine_call(handle: *mut c_void, engine_called: fn(&Slot) -> bool) -> c_int {
-    let Some(slot) = slots::named(handle) else {
-        return dropped(true);
-    };
-    let target = match slot.begin_delivery(handle as usize as u64) {
-        Begin::Deliver(t) => t,
-        Begin::Dropped(left) => {
-            settle(slot, left);
-            return dropped(slot.handle() != handle);
-        }
+    let (slot, target) = match claim(handle) {
+        Ok(claimed) => claimed,
+        Err(r) => return r,
     };
     if !engine_called(slot) {
         settle(slot, slot.end_claim());
@@ -95,21 +89,31 @@ pub unsafe fn deliver_engine_call(handle: *mut c_void, engine_called: fn(&Slot) 
 /// `handle` is a wait-ctx callback argument (any value: it is checked).
 #[inline(always)]
 unsafe fn deliver(handle: *mut c_void, count: bool) -> c_int {
-    let Some(slot) = slots::named(handle) else {
-        return dropped(true);
-    };
-    let target = match slot.begin_delivery(handle as usize as u64) {
-        Begin::Deliver(t) => t,
-        Begin::Dropped(left) => {
-            settle(slot, left);
-            return dropped(slot.handle() != handle);
-        }
+    let (slot, target) = match claim(handle) {
+        Ok(claimed) => claimed,
+        Err(r) => return r,
     };
     if count {
         stats::callback_delivered(slot);
     }
     // SAFETY: the target was read under this thread's claim.
     unsafe { call(slot, target) }
+}
+
+/// Claims the slot `handle` names for a delivery: its slot and what to
+/// call, or (the completion dropped) what the trampoline returns.
+#[inline(always)]
+fn claim(handle: *mut c_void) -> Result<(&'static Slot, Target), c_int> {
+    let Some(slot) = slots::named(handle) else {
+        return Err(dropped(true));
+    };
+    match slot.begin_delivery(handle as usize as u64) {
+        Begin::Deliver(t) => Ok((slot, t)),
+        Begin::Dropped(left) => {
+            settle(slot, left);
+            Err(dropped(slot.handle() != handle))
+        }
+    }
 }
 
 /// Calls the user for the pause the fd adapter armed under job-start count
